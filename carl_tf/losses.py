@@ -1,0 +1,75 @@
+"""The CARL objective (Silva & Ramírez Rivera, arXiv 2112.15421), one function per term.
+
+All functions take assignment probabilities of shape (batch, K), compute in float32 whatever the
+input dtype (bf16/fp16 under mixed precision), and use natural logarithms throughout, so the KL of
+a uniform batch mean is 0 and of a collapsed one is log K.
+"""
+
+import keras
+from keras import ops
+
+# Smallest probability a log sees: keeps one-hot and near-zero inputs finite (float32 epsilon).
+_EPSILON = 1.1920929e-07
+
+
+def consistency_loss(p_anchor, p_positive):
+    """Consistency of two views' assignments, eq. 4: `-1/B sum_i log <p_i^a, p_i^+>`.
+
+    Args:
+        p_anchor: (batch, K) assignment probabilities of the anchor view (eq. 3).
+        p_positive: (batch, K) assignment probabilities of the positive view; the caller applies
+            the stop-gradient of Fig. 1.
+
+    Returns:
+        Scalar float32: 0 when both views put all mass on the same prototype.
+    """
+    return ops.mean(per_example_consistency(p_anchor, p_positive))
+
+
+def per_example_consistency(p_anchor, p_positive):
+    """The summand of eq. 4, `-log <p_i^a, p_i^+>`, shape (batch,), for callers that sum globally."""
+    agreement = ops.sum(_float32(p_anchor) * _float32(p_positive), axis=-1)
+    return -ops.log(ops.clip(agreement, _EPSILON, 1.0))
+
+
+def mean_assignment(probs):
+    """Expected assignment over a minibatch, eq. 6: `p_hat = 1/B sum_i p_i`, shape (K,)."""
+    return ops.mean(_float32(probs), axis=0)
+
+
+def kl_of_mean_to_uniform(mean_probs):
+    """Eq. 5 given the batch mean: `KL(p_hat || U) = log K + sum_k p_hat_k log p_hat_k`.
+
+    Args:
+        mean_probs: (K,) the batch-mean assignment of eq. 6 (per replica or global: the caller's
+            choice; `carl_tf.distributed.global_mean` gives the global one).
+
+    Returns:
+        Scalar float32 in [0, log K].
+    """
+    mean_probs = _float32(mean_probs)
+    num_prototypes = ops.cast(ops.shape(mean_probs)[-1], "float32")
+    neg_entropy = ops.sum(mean_probs * ops.log(ops.clip(mean_probs, _EPSILON, 1.0)), axis=-1)
+    return ops.log(num_prototypes) + neg_entropy
+
+
+def kl_to_uniform(probs):
+    """Uniform prior of section 2.3, eqs. 5-6: KL of this batch's mean assignment to uniform.
+
+    Args:
+        probs: (batch, K) assignment probabilities.
+
+    Returns:
+        Scalar float32: 0 when the batch mean is uniform, log K when every row is the same one-hot.
+    """
+    return kl_of_mean_to_uniform(mean_assignment(probs))
+
+
+def carl_loss(consistency, kl, kl_weight):
+    """Eq. 7: `L = L_c + lambda_e * L_KL`, with lambda_e from eq. 8 (`carl_tf.schedules`)."""
+    return consistency + kl_weight * kl
+
+
+def _float32(x):
+    x = ops.convert_to_tensor(x)
+    return x if keras.backend.standardize_dtype(x.dtype) == "float32" else ops.cast(x, "float32")

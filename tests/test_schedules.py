@@ -1,0 +1,21 @@
+"""The lambda_e schedule of eq. 8 and the callback that applies it."""
+
+import pytest
+
+from carl_tf.schedules import linear_decay
+
+
+@pytest.mark.parametrize(
+    "epoch, expected", [(0, 4.0), (50, 2.75), (100, 1.5), (101, 1.5), (500, 1.5), (25, 3.375)]
+)
+def test_linear_decay_follows_eq8(epoch, expected):
+    assert linear_decay(epoch, start=4.0, end=1.5, decay_epochs=100) == pytest.approx(expected)
+
+
+def test_zero_decay_epochs_is_constant_end():
+    assert linear_decay(0, 2.0, 1.0, 0) == 1.0
+
+
+def test_negative_epoch_is_rejected():
+    with pytest.raises(ValueError, match="epoch"):
+        linear_decay(-1, 2.0, 1.0, 10)
