@@ -68,8 +68,9 @@ def test_low_precision_inputs_are_computed_in_float32(dtype):
     kl = losses.kl_to_uniform(low_a)
     assert consistency.dtype == "float32" and kl.dtype == "float32"
     # The only error left is the inputs' rounding, not float16 arithmetic in the sum or log.
-    a32, b32 = ops.convert_to_numpy(ops.cast(low_a, "float32")), ops.convert_to_numpy(
-        ops.cast(low_b, "float32")
+    a32, b32 = (
+        ops.convert_to_numpy(ops.cast(low_a, "float32")),
+        ops.convert_to_numpy(ops.cast(low_b, "float32")),
     )
     expected = -np.mean(np.log(np.einsum("bk,bk->b", a32, b32)))
     assert _np(consistency) == pytest.approx(expected, rel=1e-5)

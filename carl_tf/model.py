@@ -1,0 +1,212 @@
+"""`CARL`: the Keras model that wires encoder, assigner and objective (CARL, arXiv 2112.15421).
+
+The model only wires the parts: the backbone (any images -> vector model), the projection head
+(`carl_tf.heads`), the assigner (a bias-free Dense whose kernel columns are the K prototypes, eq. 2),
+the view maker (`carl_tf.augment`) and the pure loss terms (`carl_tf.losses`).
+"""
+
+from collections.abc import Sequence
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from carl_tf import distributed, losses
+from carl_tf.augment import SimCLRAugment
+from carl_tf.heads import ProjectionHead
+
+_FIGURES = ("loss", "consistency", "kl", "kl_weight", "prototypes_in_use")
+
+
+@keras.saving.register_keras_serializable(package="carl_tf")
+class CARL(keras.Model):
+    """Consistent Assignment for Representation Learning, trained with `fit`.
+
+    `fit` takes batches of raw images in [0, 255] (optionally `(images, labels)`, labels ignored),
+    from which two views are made on device by `augmenter`, or pairs `(view_a, view_b)` of views
+    made by the caller. `predict(images)` returns the (N, K) prototype assignment probabilities;
+    `model.backbone` is the encoder whose features are used downstream.
+
+    Args:
+        backbone: a Keras model mapping images (N, H, W, 3) in [0, 255] to features (N, D).
+        num_prototypes: K, the number of learnable prototypes (eq. 2).
+        projection_hidden_units: hidden widths of the projection head (Appendix A: two layers).
+        projection_dim: size of the representation z (128 in the paper).
+        augmenter: layer making one random view per call; defaults to the SimCLR views at the
+            backbone's input size.
+        kl_weight: initial lambda_e of eq. 7; `carl_tf.KLWeightSchedule` updates it every epoch.
+        symmetric: also use the second view as anchor (averaging both directions); the paper's
+            one-sided form is the default.
+        synchronized_batchnorm: all-reduce the head's BatchNorm statistics across replicas.
+    """
+
+    def __init__(
+        self,
+        backbone: keras.Model,
+        num_prototypes: int = 100,
+        projection_hidden_units: Sequence[int] = (2048, 2048),
+        projection_dim: int = 128,
+        augmenter: keras.layers.Layer | None = None,
+        kl_weight: float = 4.0,
+        symmetric: bool = False,
+        synchronized_batchnorm: bool = True,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if int(num_prototypes) < 2:
+            raise ValueError(f"num_prototypes must be at least 2, got {num_prototypes}")
+        self.backbone = backbone
+        self.num_prototypes = int(num_prototypes)
+        self.symmetric = bool(symmetric)
+        self.augmenter = augmenter if augmenter is not None else _default_augmenter(backbone)
+        self.projection_head = ProjectionHead(
+            projection_hidden_units,
+            projection_dim,
+            synchronized_batchnorm=synchronized_batchnorm,
+            name="projection_head",
+        )
+        # The kernel's K columns are the prototypes c_k; q_i[k] = <z_i, c_k> (eq. 2).
+        self.assigner = keras.layers.Dense(self.num_prototypes, use_bias=False, name="assigner")
+        # A variable, not a Python float: a float would be frozen into the traced train step.
+        self.kl_weight = keras.Variable(
+            float(kl_weight), trainable=False, dtype="float32", name="kl_weight"
+        )
+        self._trackers = {name: keras.metrics.Mean(name=name) for name in _FIGURES}
+        self.build()
+
+    def build(self, input_shape=None):
+        """Builds head and assigner from the backbone's feature size, so weights exist at once
+        (in the strategy scope the model is made in, and before `load_model` restores them)."""
+        self.projection_head.build((None, self.backbone.output_shape[-1]))
+        self.assigner.build((None, self.projection_head.output_dim))
+        self.built = True
+
+    @property
+    def metrics(self):
+        return list(self._trackers.values())
+
+    def call(self, images, training=False):
+        """Assignment probabilities (N, K) of images, eq. 3, in float32."""
+        return self.assign(images, training=training)
+
+    def assign(self, images, training=False):
+        """Encodes images and softmaxes their prototype energies (eqs. 2-3); float32 (N, K)."""
+        features = self.backbone(images, training=training)
+        z = self.projection_head(features, training=training)
+        energies = self.assigner(z)
+        return ops.softmax(ops.cast(energies, "float32"), axis=-1)
+
+    def train_step(self, data):
+        view_a, view_b = self._views(data)
+        with tf.GradientTape() as tape:
+            figures = self._objective(view_a, view_b, training=True)
+            # Keras sums the replicas' gradients; every replica holds the same global loss.
+            replica_loss = figures["loss"] / distributed.num_replicas()
+            scaled_loss = self.optimizer.scale_loss(replica_loss)
+        gradients = tape.gradient(scaled_loss, self.trainable_variables)
+        self.optimizer.apply(gradients, self.trainable_variables)
+        return self._update_trackers(figures)
+
+    def test_step(self, data):
+        view_a, view_b = self._views(data)
+        return self._update_trackers(self._objective(view_a, view_b, training=False))
+
+    def predict_step(self, data):
+        images, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        return self.assign(images, training=False)
+
+    def _views(self, data):
+        """Two views per image: made on device from raw images, or the caller's `(a, b)` pair."""
+        if isinstance(data, (tuple, list)) and len(data) == 1:
+            data = data[0]
+        if isinstance(data, (tuple, list)):
+            first, second = data[0], data[1]
+            if len(second.shape) == 4:  # (view_a, view_b); labels have rank 1 or 2
+                return first, second
+            images = first
+        else:
+            images = data
+        return self.augmenter(images, training=True), self.augmenter(images, training=True)
+
+    def _objective(self, view_a, view_b, training):
+        """Eq. 7 on the global batch: consistency (eq. 4) + lambda_e * KL to uniform (eqs. 5-6)."""
+        p_a = self.assign(view_a, training=training)
+        p_b = self.assign(view_b, training=training)
+        # Fig. 1: the positive view is a target, not trained through.
+        pairs = [(p_a, ops.stop_gradient(p_b))]
+        if self.symmetric:
+            pairs.append((p_b, ops.stop_gradient(p_a)))
+        consistency, kl, used = [], [], []
+        for p_anchor, p_positive in pairs:
+            c, k, u = self._global_terms(p_anchor, p_positive)
+            consistency.append(c)
+            kl.append(k)
+            used.append(u)
+        consistency = ops.mean(ops.stack(consistency))
+        kl = ops.mean(ops.stack(kl))
+        kl_weight = ops.convert_to_tensor(self.kl_weight)
+        return {
+            "loss": losses.carl_loss(consistency, kl, kl_weight),
+            "consistency": consistency,
+            "kl": kl,
+            "kl_weight": kl_weight,
+            "prototypes_in_use": used[0],
+        }
+
+    def _global_terms(self, p_anchor, p_positive):
+        """Consistency, KL and prototypes in use over the global batch (one all-reduce).
+
+        The KL is not linear in the batch, so its batch mean (eq. 6) is the mean over all
+        replicas' anchors, not a mean of per-replica KLs.
+        """
+        k = self.num_prototypes
+        local = ops.concatenate(
+            [
+                ops.sum(losses.per_example_consistency(p_anchor, p_positive))[None],
+                ops.cast(ops.shape(p_anchor)[0], "float32")[None],
+                ops.sum(p_anchor, axis=0),
+                ops.stop_gradient(ops.sum(ops.one_hot(ops.argmax(p_anchor, axis=-1), k), axis=0)),
+            ],
+            axis=0,
+        )
+        total = distributed.global_sum(local)
+        batch_size = ops.stop_gradient(total[1])
+        consistency = total[0] / batch_size
+        kl = losses.kl_of_mean_to_uniform(total[2 : 2 + k] / batch_size)
+        in_use = ops.sum(ops.cast(total[2 + k :] > 0.5, "float32"))
+        return consistency, kl, in_use
+
+    def _update_trackers(self, figures):
+        for name, value in figures.items():
+            self._trackers[name].update_state(value)
+        return {name: tracker.result() for name, tracker in self._trackers.items()}
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "backbone": keras.saving.serialize_keras_object(self.backbone),
+            "num_prototypes": self.num_prototypes,
+            "projection_hidden_units": list(self.projection_head.hidden_units),
+            "projection_dim": self.projection_head.output_dim,
+            "augmenter": keras.saving.serialize_keras_object(self.augmenter),
+            "kl_weight": float(ops.convert_to_numpy(self.kl_weight)),
+            "symmetric": self.symmetric,
+            "synchronized_batchnorm": self.projection_head.synchronized_batchnorm,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        config["augmenter"] = keras.saving.deserialize_keras_object(config["augmenter"])
+        return cls(**config)
+
+
+def _default_augmenter(backbone: keras.Model) -> keras.layers.Layer:
+    """SimCLR views at the backbone's input size, which must then be fixed."""
+    size = backbone.input_shape[1]
+    if size is None:
+        raise ValueError(
+            "the backbone's input size is not fixed; pass augmenter=SimCLRAugment(image_size=...)"
+        )
+    return SimCLRAugment(image_size=int(size))
