@@ -1,0 +1,658 @@
+"""One tf.data pipeline for every image source of train.py and evaluate.py.
+
+A source is named by a spec string and loaded once by `load_source`:
+
+* `digits`: scikit-learn's bundled 8x8 handwritten digits, upscaled; the offline default.
+* `folder:PATH`: a tree of JPEG/PNG/BMP/GIF files, labelled by class sub-folder if it has any.
+* `npz:PATH`: arrays `x` (N, H, W, C) uint8 and optional labels `y` (N,).
+* any TFDS name (`cifar10`, `stl10`, `imagenet2012`, ...), read from prepared TFDS data.
+
+`make_dataset` turns a source into batches of raw `uint8` images and `int32` labels (-1 where
+unlabelled). The pipeline only decodes, caches, shuffles, batches and prefetches: augmentation
+runs later, on device. Every user-facing failure is a `DataError` with a one-line message that
+names the problem and the fix, so the command-line tools can print it without a traceback.
+"""
+
+import dataclasses
+import os
+from collections.abc import Callable
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from absl import logging
+from sklearn import datasets as sklearn_datasets
+
+# Sources that fit this budget at their final size are held decoded in memory.
+DEFAULT_MEMORY_BUDGET_BYTES = 4 << 30
+# A streamed source is shuffled through a buffer of at most this many bytes.
+_STREAM_SHUFFLE_BYTES = 1 << 30
+_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+_LOCAL_SPLITS = ("train", "test", "all")
+_DIGITS_DEFAULT_SIZE = 32
+# load_digits stores ink as integers 0..16.
+_DIGITS_MAX_VALUE = 16.0
+# Images per step when decoding or resizing a whole source into memory.
+_CHUNK = 512
+_ACCEPTED_FORMS = (
+    "digits, folder:PATH, npz:PATH, or a TFDS dataset name such as cifar10, stl10 or imagenet2012"
+)
+
+# (shuffle, seed) -> unbatched (image uint8 (H, W, 3), label int32) elements.
+StreamFn = Callable[[bool, int], tf.data.Dataset]
+
+
+class DataError(ValueError):
+    """A data problem the user can fix; the message is one line naming problem and fix."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ImageSource:
+    """A loaded image source: either decoded arrays in memory or a stream of decoded images.
+
+    Attributes:
+        name: The spec the source was loaded from, e.g. `folder:/data/pets`.
+        split: The split that was loaded, e.g. `train` or `unlabelled+train`.
+        num_examples: Number of images. For a streamed folder this counts files, so it is an
+            upper bound when some of them cannot be decoded.
+        num_classes: Number of classes, or None when the source has no labels.
+        image_shape: `(height, width, 3)` of every image the source yields.
+        class_names: Class folder names of a labelled folder, index = label; else None.
+        arrays: `(images, labels)` with shapes `(N, H, W, 3)` uint8 and `(N,)` int32 when the
+            source is held in memory, else None.
+        stream: When `arrays` is None, a function `(shuffle, seed)` returning the unbatched
+            `(image, label)` dataset, shuffled at file level when asked.
+        cache: Whether `make_dataset` may cache the decoded stream in memory.
+    """
+
+    name: str
+    split: str
+    num_examples: int
+    num_classes: int | None
+    image_shape: tuple[int, int, int]
+    class_names: tuple[str, ...] | None = None
+    arrays: tuple[np.ndarray, np.ndarray] | None = None
+    stream: StreamFn | None = None
+    cache: bool = False
+
+    def __post_init__(self):
+        if (self.arrays is None) == (self.stream is None):
+            raise ValueError("An ImageSource needs exactly one of `arrays` and `stream`.")
+
+    @property
+    def description(self) -> str:
+        """The name with its split, as used in messages."""
+        return f"{self.name} ({self.split} split)"
+
+
+def load_source(
+    spec: str,
+    *,
+    split: str = "train",
+    data_dir: str | None = None,
+    image_size: int | None = None,
+    holdout: float = 0.0,
+    seed: int = 0,
+    download: bool = False,
+    memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET_BYTES,
+) -> ImageSource:
+    """Loads an image source named by `spec`.
+
+    Args:
+        spec: `digits`, `folder:PATH`, `npz:PATH` or a TFDS name (optionally `name/config`).
+        split: For TFDS, any TFDS split expression, with `+` joining splits
+            (`unlabelled+train`). For the other sources `train`, `test` (the held-out
+            fraction) or `all`.
+        data_dir: TFDS data directory; None uses the TFDS default.
+        image_size: Side of the square images to resize to. None keeps the source's size:
+            32 for digits, the first image's size for a folder (a folder held in memory must
+            then have images of one size; a streamed one is resized to the first's size).
+        holdout: Fraction of a digits/folder/npz source held out as its `test` split,
+            stratified by label and fixed by `seed`; 0 makes `train` everything.
+        seed: Seed of the holdout split.
+        download: Whether TFDS may download and prepare a dataset missing from `data_dir`.
+        memory_budget_bytes: Largest decoded size held in memory; larger folders and TFDS
+            splits are streamed from disk.
+
+    Returns:
+        The loaded `ImageSource`.
+
+    Raises:
+        DataError: If the source cannot be found, read or split as asked.
+    """
+    if image_size is not None and image_size < 1:
+        raise DataError(f"image size must be positive, got {image_size}; fix --image_size")
+    kind, _, path = spec.partition(":")
+    if spec == "digits":
+        return _load_digits(split, image_size, holdout, seed)
+    if kind in ("folder", "npz") and not path:
+        raise DataError(f"source '{spec}' names no path; use {_ACCEPTED_FORMS}")
+    if kind == "folder":
+        return _load_folder(spec, path, split, image_size, holdout, seed, memory_budget_bytes)
+    if kind == "npz":
+        return _load_npz(spec, path, split, image_size, holdout, seed)
+    return _load_tfds(spec, split, data_dir, image_size, holdout, download, memory_budget_bytes)
+
+
+def make_dataset(
+    source: ImageSource,
+    *,
+    batch_size: int,
+    shuffle: bool,
+    drop_remainder: bool,
+    seed: int = 0,
+    repeat: bool = False,
+) -> tf.data.Dataset:
+    """Batches a source into `(images, labels)`.
+
+    Args:
+        source: The source to read.
+        batch_size: Images per batch.
+        shuffle: Whether to reshuffle every epoch; in-memory and cached sources are shuffled
+            through a buffer covering all of them, streamed ones by file and a bounded buffer.
+        drop_remainder: Whether to drop the last incomplete batch (training).
+        seed: Shuffle seed.
+        repeat: Whether to repeat forever.
+
+    Returns:
+        A dataset of `images` uint8 `(batch, H, W, 3)` and `labels` int32 `(batch,)`.
+
+    Raises:
+        DataError: If `batch_size` is not positive, or larger than the source while
+            `drop_remainder` would leave no batch at all.
+    """
+    if batch_size < 1:
+        raise DataError(f"batch size must be positive, got {batch_size}; fix --batch_size")
+    if drop_remainder and batch_size > source.num_examples:
+        raise DataError(
+            f"batch size {batch_size} is larger than the {source.num_examples} images in "
+            f"{source.description}; lower --batch_size"
+        )
+    if source.arrays is not None:
+        dataset = tf.data.Dataset.from_tensor_slices(source.arrays)
+        buffer_size = source.num_examples
+    else:
+        dataset = source.stream(shuffle, seed)
+        if source.cache:
+            dataset = dataset.cache()
+            buffer_size = source.num_examples
+        else:
+            image_bytes = int(np.prod(source.image_shape))
+            buffer_size = min(source.num_examples, max(1, _STREAM_SHUFFLE_BYTES // image_bytes))
+    if shuffle:
+        dataset = dataset.shuffle(buffer_size, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        dataset = dataset.repeat()
+    dataset = dataset.batch(
+        batch_size, drop_remainder=drop_remainder, num_parallel_calls=tf.data.AUTOTUNE
+    )
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def source_arrays(source: ImageSource) -> tuple[np.ndarray, np.ndarray]:
+    """Returns all images `(N, H, W, 3)` uint8 and labels `(N,)` int32 of a source, in order.
+
+    Meant for small sources (kNN banks, evaluation sets): a streamed source is read in full.
+    """
+    if source.arrays is not None:
+        return source.arrays
+    images, labels = [], []
+    for image_batch, label_batch in make_dataset(
+        source, batch_size=_CHUNK, shuffle=False, drop_remainder=False
+    ).as_numpy_iterator():
+        images.append(image_batch)
+        labels.append(label_batch)
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def _first_line(error: BaseException) -> str:
+    """The first line of an exception's message, to keep DataError messages on one line."""
+    lines = str(error).strip().splitlines()
+    return lines[0].rstrip(".:") if lines else type(error).__name__
+
+
+def _to_uint8(images: tf.Tensor) -> tf.Tensor:
+    """Rounds float pixel values to uint8, saturating outside 0..255."""
+    return tf.cast(tf.clip_by_value(tf.round(images), 0.0, 255.0), tf.uint8)
+
+
+def _resize(images: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
+    """Bilinear resize of one image or a batch to `size`, returned as uint8."""
+    resized = tf.image.resize(tf.cast(images, tf.float32), size, antialias=True)
+    return _to_uint8(resized)
+
+
+def _resize_array(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resizes `(N, h, w, C)` images (any real dtype, 0..255) to uint8 `(N, *size, C)`."""
+    if images.shape[1:3] == size and images.dtype == np.uint8:
+        return images
+    out = np.empty((len(images), *size, images.shape[-1]), np.uint8)
+    for start in range(0, len(images), _CHUNK):
+        out[start : start + _CHUNK] = _resize(images[start : start + _CHUNK], size).numpy()
+    return out
+
+
+def _holdout_indices(
+    labels: np.ndarray, split: str, holdout: float, seed: int, description: str
+) -> np.ndarray:
+    """Indices of `split` under a seeded holdout, stratified by label (-1 counts as a label).
+
+    Args:
+        labels: `(N,)` labels, -1 where unlabelled.
+        split: `train`, `test` or `all`.
+        holdout: Fraction of every label's examples that goes to `test`.
+        seed: Seed of the per-label permutations.
+        description: Source name for messages.
+
+    Returns:
+        Sorted indices of the split's examples.
+
+    Raises:
+        DataError: If the split name or holdout is invalid, or the split is empty.
+    """
+    if split not in _LOCAL_SPLITS:
+        raise DataError(
+            f"{description} has no split '{split}'; use one of {', '.join(_LOCAL_SPLITS)}"
+        )
+    if not 0.0 <= holdout < 1.0:
+        raise DataError(f"holdout must be in [0, 1), got {holdout}; fix --holdout")
+    if split == "all":
+        return np.arange(len(labels))
+    if split == "test" and holdout == 0.0:
+        raise DataError(
+            f"{description} has a test split only with a holdout fraction; pass --holdout "
+            "(e.g. 0.2) or use split 'all'"
+        )
+    rng = np.random.default_rng(seed)
+    is_test = np.zeros(len(labels), bool)
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        # Rounding per label keeps every label's share close to `holdout`.
+        is_test[rng.permutation(members)[: int(holdout * len(members) + 0.5)]] = True
+    indices = np.flatnonzero(is_test if split == "test" else ~is_test)
+    if len(indices) == 0:
+        raise DataError(
+            f"holdout {holdout} leaves {description} with no {split} images; change --holdout"
+        )
+    return indices
+
+
+def _num_classes(labels: np.ndarray) -> int | None:
+    """Largest label + 1, or None when every label is -1 (unlabelled)."""
+    return int(labels.max()) + 1 if labels.size and labels.max() >= 0 else None
+
+
+def _load_digits(split: str, image_size: int | None, holdout: float, seed: int) -> ImageSource:
+    """scikit-learn's 1797 8x8 digits (bundled, offline), upscaled bilinearly and made RGB."""
+    digits = sklearn_datasets.load_digits()
+    labels = digits.target.astype(np.int32)
+    indices = _holdout_indices(labels, split, holdout, seed, "digits")
+    size = image_size or _DIGITS_DEFAULT_SIZE
+    gray = digits.images[indices, :, :, None] * (255.0 / _DIGITS_MAX_VALUE)
+    images = np.repeat(_resize_array(gray, (size, size)), 3, axis=-1)
+    return ImageSource(
+        name="digits",
+        split=split,
+        num_examples=len(indices),
+        num_classes=10,
+        image_shape=(size, size, 3),
+        arrays=(images, labels[indices]),
+    )
+
+
+def _load_npz(
+    spec: str, path: str, split: str, image_size: int | None, holdout: float, seed: int
+) -> ImageSource:
+    """Arrays `x` (N, H, W, C) uint8 with C in 1, 3, 4 and optional labels `y` (N,)."""
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            keys = list(arrays.files)
+            images = arrays["x"] if "x" in keys else None
+            labels = arrays["y"] if "y" in keys else None
+    except (OSError, ValueError) as error:
+        raise DataError(
+            f"cannot read {spec}: {_first_line(error)}; pass a .npz file saved with np.savez"
+        ) from error
+    if images is None:
+        raise DataError(
+            f"{spec} has no array 'x' (found: {', '.join(keys) or 'none'}); save images as "
+            "x (N, H, W, C) uint8 and optional labels as y (N,)"
+        )
+    if images.ndim != 4 or images.shape[-1] not in (1, 3, 4) or images.dtype != np.uint8:
+        raise DataError(
+            f"{spec}: x must be uint8 (N, H, W, C) with C in 1, 3 or 4, got {images.dtype} "
+            f"{images.shape}; convert it, e.g. x.astype(np.uint8)"
+        )
+    if labels is None:
+        labels = np.full(len(images), -1, np.int32)
+    elif (
+        labels.shape != (len(images),)
+        or not np.issubdtype(labels.dtype, np.integer)
+        or (labels.size and labels.min() < -1)
+    ):
+        raise DataError(
+            f"{spec}: y must hold {len(images)} integer labels >= -1, got {labels.dtype} "
+            f"{labels.shape}; fix y (-1 marks unlabelled images)"
+        )
+    labels = labels.astype(np.int32)
+    indices = _holdout_indices(labels, split, holdout, seed, spec)
+    images = images[indices]
+    # Grayscale becomes RGB; alpha is dropped, as tf.io.decode_image(channels=3) does.
+    images = np.repeat(images, 3, axis=-1) if images.shape[-1] == 1 else images[..., :3]
+    height, width = (image_size, image_size) if image_size else images.shape[1:3]
+    images = _resize_array(images, (height, width))
+    return ImageSource(
+        name=spec,
+        split=split,
+        num_examples=len(indices),
+        num_classes=_num_classes(labels),
+        image_shape=(height, width, 3),
+        arrays=(images, labels[indices]),
+    )
+
+
+def _list_images(spec: str, root: str) -> tuple[list[str], np.ndarray, tuple[str, ...] | None]:
+    """Lists the image files under `root`, labelled by class sub-folder when there are any.
+
+    Returns:
+        Sorted file paths, their labels (-1 when unlabelled) and the class names or None.
+
+    Raises:
+        DataError: If `root` is missing, holds no images, or mixes loose images with class
+            folders.
+    """
+    if not os.path.isdir(root):
+        raise DataError(f"{spec}: no such directory; pass an existing folder as folder:PATH")
+
+    def images_under(directory: str) -> list[str]:
+        found = []
+        for parent, dirs, files in os.walk(directory, followlinks=True):
+            # Hidden folders are tool state (.ipynb_checkpoints, .cache), not data.
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            found.extend(
+                os.path.join(parent, f)
+                for f in sorted(files)
+                if not f.startswith(".") and f.lower().endswith(_IMAGE_EXTENSIONS)
+            )
+        return found
+
+    entries = sorted(e for e in os.listdir(root) if not e.startswith("."))
+    loose = [
+        os.path.join(root, e)
+        for e in entries
+        if e.lower().endswith(_IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(root, e))
+    ]
+    classes = {
+        e: files
+        for e in entries
+        if os.path.isdir(os.path.join(root, e)) and (files := images_under(os.path.join(root, e)))
+    }
+    if not classes:
+        if not loose:
+            raise DataError(
+                f"{spec} holds no JPEG, PNG, BMP or GIF images; point folder:PATH at an image "
+                "folder"
+            )
+        return loose, np.full(len(loose), -1, np.int32), None
+    if loose:
+        raise DataError(
+            f"{spec} mixes {len(loose)} loose images with class folders; move them into a "
+            "class folder or remove them"
+        )
+    paths = [p for files in classes.values() for p in files]
+    labels = np.concatenate(
+        [np.full(len(files), i, np.int32) for i, files in enumerate(classes.values())]
+    )
+    return paths, labels, tuple(classes)
+
+
+def _decode(path: tf.Tensor) -> tf.Tensor:
+    # channels=3 turns grayscale and RGBA into RGB; GIFs give their first frame.
+    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    image.set_shape((None, None, 3))
+    return image
+
+
+def _decode_to_size(path: tf.Tensor, size: tuple[int, int]) -> tuple[tf.Tensor, tf.Tensor]:
+    """Decodes an image file and resizes it to `size` if needed.
+
+    Returns:
+        The image uint8 `(*size, 3)` and whether its original size differed from `size`.
+    """
+    image = _decode(path)
+    differs = tf.reduce_any(tf.shape(image)[:2] != size)
+    image = tf.cond(differs, lambda: _resize(image, size), lambda: image)
+    image.set_shape((*size, 3))
+    return image, differs
+
+
+def _first_image_size(paths: list[str]) -> tuple[int, int] | None:
+    """The size of the first file that decodes, or None when none does."""
+    sizes = (
+        tf.data.Dataset.from_tensor_slices(paths)
+        .map(lambda path: tf.shape(_decode(path))[:2])
+        .ignore_errors()
+        .take(1)
+    )
+    for size in sizes.as_numpy_iterator():
+        return int(size[0]), int(size[1])
+    return None
+
+
+def _load_folder(
+    spec: str,
+    root: str,
+    split: str,
+    image_size: int | None,
+    holdout: float,
+    seed: int,
+    memory_budget_bytes: int,
+) -> ImageSource:
+    """A folder of images, decoded into memory when it fits the budget, else streamed."""
+    all_paths, all_labels, class_names = _list_images(spec, root)
+    indices = _holdout_indices(all_labels, split, holdout, seed, spec)
+    paths, labels = [all_paths[i] for i in indices], all_labels[indices]
+    num_classes = len(class_names) if class_names else None
+    if image_size:
+        size = (image_size, image_size)
+    else:
+        # The whole folder's first image, so that train and test splits agree.
+        first_size = _first_image_size(all_paths)
+        if first_size is None:
+            raise DataError(
+                f"none of the {len(all_paths)} image files in {spec} can be decoded; "
+                "check that they are valid JPEG, PNG, BMP or GIF files"
+            )
+        size = first_size
+    image_shape = (*size, 3)
+    description = f"{spec} ({split} split)"
+    if len(paths) * int(np.prod(image_shape)) > memory_budget_bytes:
+        logging.warning(
+            "%s: %d images of %dx%d do not fit the %.1f GiB memory budget, so they are "
+            "streamed from disk; files that cannot be decoded are skipped as they are read.",
+            description,
+            len(paths),
+            *size,
+            memory_budget_bytes / (1 << 30),
+        )
+
+        def stream(shuffle: bool, shuffle_seed: int) -> tf.data.Dataset:
+            files = tf.data.Dataset.from_tensor_slices((paths, labels))
+            if shuffle:
+                files = files.shuffle(len(paths), shuffle_seed, reshuffle_each_iteration=True)
+            return files.map(
+                lambda path, label: (_decode_to_size(path, size)[0], label),
+                num_parallel_calls=tf.data.AUTOTUNE,
+            ).ignore_errors(log_warning=True)
+
+        return ImageSource(
+            name=spec,
+            split=split,
+            num_examples=len(paths),
+            num_classes=num_classes,
+            image_shape=image_shape,
+            class_names=class_names,
+            stream=stream,
+        )
+
+    images, labels, any_resized = _decode_all(paths, labels, size)
+    if any_resized and not image_size:
+        raise DataError(
+            f"the images in {spec} differ in size (the first is {size[0]}x{size[1]}); pass "
+            "--image_size to resize them to one size"
+        )
+    skipped = len(paths) - len(images)
+    if skipped:
+        logging.warning(
+            "%s: skipped %d of %d image files that could not be decoded.",
+            description,
+            skipped,
+            len(paths),
+        )
+    if not len(images):
+        raise DataError(
+            f"none of the {len(paths)} image files in {description} can be decoded; check "
+            "that they are valid JPEG, PNG, BMP or GIF files"
+        )
+    return ImageSource(
+        name=spec,
+        split=split,
+        num_examples=len(images),
+        num_classes=num_classes,
+        image_shape=image_shape,
+        class_names=class_names,
+        arrays=(images, labels),
+    )
+
+
+def _decode_all(
+    paths: list[str], labels: np.ndarray, size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Decodes files in parallel into memory, dropping those that fail to decode.
+
+    Returns:
+        Images `(M, *size, 3)` uint8 and labels `(M,)` int32 of the M decodable files, in
+        file order, and whether any image had to be resized.
+    """
+    decoded = (
+        tf.data.Dataset.from_tensor_slices((paths, labels))
+        .map(
+            lambda path, label: (*_decode_to_size(path, size), label),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+        .ignore_errors()
+        .batch(_CHUNK)
+    )
+    images = np.empty((len(paths), *size, 3), np.uint8)
+    kept_labels = np.empty(len(paths), np.int32)
+    count, any_resized = 0, False
+    for image_batch, resized, label_batch in decoded.as_numpy_iterator():
+        images[count : count + len(image_batch)] = image_batch
+        kept_labels[count : count + len(image_batch)] = label_batch
+        count += len(image_batch)
+        any_resized |= bool(resized.any())
+    return images[:count], kept_labels[:count], any_resized
+
+
+def _load_tfds(
+    name: str,
+    split: str,
+    data_dir: str | None,
+    image_size: int | None,
+    holdout: float,
+    download: bool,
+    memory_budget_bytes: int,
+) -> ImageSource:
+    """A prepared TFDS dataset split, cached in memory when it fits the budget."""
+    if holdout:
+        raise DataError(
+            f"holdout applies to digits, folder and npz sources, not to the TFDS dataset "
+            f"{name}; pass --holdout 0 and slice TFDS splits instead, e.g. 'train[:90%]'"
+        )
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except tfds.core.DatasetNotFoundError as error:
+        raise DataError(f"unknown source '{name}'; use {_ACCEPTED_FORMS}") from error
+    except Exception as error:  # tfds raises many types for malformed names or configs.
+        raise DataError(
+            f"cannot open '{name}' as a TFDS dataset: {_first_line(error)}; use {_ACCEPTED_FORMS}"
+        ) from error
+    where = builder.data_dir_root
+    if not builder.is_prepared():
+        if not download:
+            raise DataError(
+                f"TFDS dataset {name} is not prepared in {where} and downloading is off; pass "
+                f"--data_dir pointing at prepared TFDS data (run `tfds build {name}` on a "
+                "machine with internet) or pass --download"
+            )
+        try:
+            builder.download_and_prepare()
+        except Exception as error:  # Network, disk and manual-download errors alike.
+            raise DataError(
+                f"could not download and prepare TFDS dataset {name} into {where}: "
+                f"{_first_line(error)}; run `tfds build {name}` on a machine with internet "
+                "and pass its data directory as --data_dir"
+            ) from error
+    info = builder.info
+    try:
+        num_examples = info.splits[split].num_examples
+    except (KeyError, ValueError) as error:
+        raise DataError(
+            f"TFDS dataset {name} has no split '{split}' (available: "
+            f"{', '.join(info.splits)}); '+' joins splits, e.g. unlabelled+train"
+        ) from error
+    image_key, label_key = _tfds_keys(name, info)
+    height, width, channels = info.features[image_key].shape
+    if image_size:
+        size = (image_size, image_size)
+    elif height and width:
+        size = (height, width)
+    else:
+        raise DataError(f"the images of TFDS dataset {name} differ in size; pass --image_size")
+    num_classes = info.features[label_key].num_classes if label_key else None
+
+    def to_example(features: dict) -> tuple[tf.Tensor, tf.Tensor]:
+        image = features[image_key]
+        if channels == 1:
+            image = tf.image.grayscale_to_rgb(image)
+        elif channels != 3:
+            image = image[..., :3]
+        if (height, width) != size:
+            image = _resize(image, size)
+        image.set_shape((*size, 3))
+        label = tf.cast(features[label_key], tf.int32) if label_key else tf.constant(-1)
+        return image, label
+
+    def stream(shuffle: bool, shuffle_seed: int) -> tf.data.Dataset:
+        # make_dataset caches and shuffles itself; tfds's own auto-cache would double memory.
+        read_config = tfds.ReadConfig(shuffle_seed=shuffle_seed, try_autocache=False)
+        dataset = builder.as_dataset(split=split, shuffle_files=shuffle, read_config=read_config)
+        return dataset.map(to_example, num_parallel_calls=tf.data.AUTOTUNE)
+
+    return ImageSource(
+        name=name,
+        split=split,
+        num_examples=num_examples,
+        num_classes=num_classes,
+        image_shape=(*size, 3),
+        stream=stream,
+        cache=num_examples * size[0] * size[1] * 3 <= memory_budget_bytes,
+    )
+
+
+def _tfds_keys(name: str, info: tfds.core.DatasetInfo) -> tuple[str, str | None]:
+    """The image feature and the class-label feature (None if absent) of a TFDS dataset."""
+    features = info.features
+    keys = info.supervised_keys
+    if isinstance(keys, tuple) and len(keys) == 2 and all(isinstance(k, str) for k in keys):
+        image_key, label_key = keys
+    else:
+        image_key, label_key = "image", "label"
+    if image_key not in features or not isinstance(features[image_key], tfds.features.Image):
+        raise DataError(
+            f"TFDS dataset {name} has no image feature '{image_key}'; use an image "
+            "classification dataset"
+        )
+    if label_key not in features or not isinstance(features[label_key], tfds.features.ClassLabel):
+        label_key = None
+    return image_key, label_key

@@ -1,0 +1,302 @@
+"""Image sources and the tf.data pipeline: digits, folders, npz files and real TFDS data."""
+
+import importlib.resources
+import importlib.resources.abc
+import importlib.util
+import os
+import sys
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from carl_tf import data
+
+# Uniform grey levels that identify the class of a folder image after decoding and resizing.
+_CLASS_LEVELS = {"ant": 40, "bee": 130, "cow": 220}
+_CIFAR_FOLDER = "/tmp/cifar10/train"
+
+
+def _rows(images: np.ndarray, labels: np.ndarray) -> list[bytes]:
+    """Each (image, label) pair as bytes, sorted: a multiset to compare splits with."""
+    return sorted(image.tobytes() + label.tobytes() for image, label in zip(images, labels))
+
+
+def _save(path, array: np.ndarray, **kwargs) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.fromarray(array).save(path, **kwargs)
+
+
+def _level(level: int, shape: tuple[int, ...]) -> np.ndarray:
+    return np.full(shape, level, np.uint8)
+
+
+@pytest.fixture
+def class_folder(tmp_path):
+    """Three classes of two images each, in every supported format, mode and size."""
+    tmp_path = tmp_path / "classes"
+    ant, bee, cow = (_CLASS_LEVELS[c] for c in ("ant", "bee", "cow"))
+    _save(tmp_path / "ant" / "a.PNG", _level(ant, (10, 12, 3)))
+    _save(tmp_path / "ant" / "b.jpeg", _level(ant, (8, 8)))  # grayscale
+    rgba = _level(bee, (16, 16, 4))
+    rgba[..., 3] = 50  # alpha is dropped, not blended
+    _save(tmp_path / "bee" / "c.bmp", rgba)
+    # An animated GIF in a nested folder: the first frame is the image.
+    frames = [Image.fromarray(_level(v, (9, 7))) for v in (bee, 250)]
+    os.makedirs(tmp_path / "bee" / "nested")
+    frames[0].save(tmp_path / "bee" / "nested" / "d.GIF", save_all=True, append_images=frames[1:])
+    _save(tmp_path / "cow" / "e.png", _level(cow, (5, 5, 4)))
+    _save(tmp_path / "cow" / "f.jpg", _level(cow, (12, 12, 3)))
+    (tmp_path / "cow" / "notes.txt").write_text("not an image")
+    _save(tmp_path / ".ipynb_checkpoints" / "g.png", _level(0, (4, 4, 3)))  # hidden: ignored
+    return tmp_path
+
+
+@pytest.fixture
+def flat_folder(tmp_path):
+    """An unlabelled folder of three 6x6 PNGs and two files that are not images at all."""
+    tmp_path = tmp_path / "flat"
+    tmp_path.mkdir()
+    for i in range(3):
+        _save(tmp_path / f"img{i}.png", _level(10 * i, (6, 6, 3)))
+    (tmp_path / "bad1.png").write_bytes(b"garbage")
+    (tmp_path / "bad2.JPG").write_bytes(b"")
+    return tmp_path
+
+
+def test_digits_shapes_labels_and_classes():
+    source = data.load_source("digits", split="all")
+    images, labels = source.arrays
+    assert (source.num_examples, source.num_classes, source.image_shape) == (1797, 10, (32, 32, 3))
+    assert images.shape == (1797, 32, 32, 3) and images.dtype == np.uint8
+    assert labels.dtype == np.int32 and set(labels) == set(range(10))
+    assert images.min() == 0 and images.max() == 255
+    # Grey made RGB: all channels equal.
+    assert np.array_equal(images[..., 0], images[..., 2])
+    assert data.load_source("digits", image_size=16).image_shape == (16, 16, 3)
+
+
+def test_digits_holdout_partitions_stratified_and_is_seeded():
+    all_source = data.load_source("digits", split="all")
+    train = data.load_source("digits", split="train", holdout=0.2, seed=3)
+    test = data.load_source("digits", split="test", holdout=0.2, seed=3)
+    assert train.num_examples + test.num_examples == 1797
+    # Same multiset of (image, label) as the whole set: disjoint and covering.
+    together = [np.concatenate(pair) for pair in zip(train.arrays, test.arrays)]
+    assert _rows(*together) == _rows(*all_source.arrays)
+    per_class = np.bincount(all_source.arrays[1])
+    assert np.array_equal(np.bincount(test.arrays[1]), (0.2 * per_class + 0.5).astype(int))
+    again = data.load_source("digits", split="test", holdout=0.2, seed=3)
+    assert np.array_equal(again.arrays[0], test.arrays[0])
+    other = data.load_source("digits", split="test", holdout=0.2, seed=4)
+    assert not np.array_equal(other.arrays[0], test.arrays[0])
+    # Without a holdout, train is everything and there is no test split.
+    assert data.load_source("digits").num_examples == 1797
+    with pytest.raises(data.DataError, match="--holdout"):
+        data.load_source("digits", split="test")
+
+
+def test_class_folder_gives_sorted_class_labels_resized_rgb(class_folder):
+    source = data.load_source(f"folder:{class_folder}", split="all", image_size=8)
+    images, labels = source.arrays
+    assert source.class_names == ("ant", "bee", "cow") and source.num_classes == 3
+    assert images.shape == (6, 8, 8, 3) and images.dtype == np.uint8
+    assert np.array_equal(np.bincount(labels), [2, 2, 2])
+    levels = np.array(list(_CLASS_LEVELS.values()))
+    np.testing.assert_allclose(images.mean(axis=(1, 2, 3)), levels[labels], atol=3)
+
+
+def test_folder_of_different_sizes_needs_image_size(class_folder):
+    with pytest.raises(data.DataError, match="differ in size.*--image_size"):
+        data.load_source(f"folder:{class_folder}", split="all")
+
+
+def test_unlabelled_folder_has_label_minus_one_and_first_image_size(flat_folder):
+    source = data.load_source(f"folder:{flat_folder}", split="all")
+    assert source.num_classes is None and source.class_names is None
+    assert source.image_shape == (6, 6, 3)
+    assert np.array_equal(source.arrays[1], [-1, -1, -1])
+
+
+def test_corrupt_files_are_skipped_with_one_counting_warning(flat_folder, caplog):
+    source = data.load_source(f"folder:{flat_folder}", split="all")
+    assert source.num_examples == 3
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "skipped 2 of 5" in warnings[0]
+
+
+def test_streamed_folder_matches_in_memory_and_skips_corrupt_files(class_folder, flat_folder):
+    for folder, size in ((class_folder, 8), (flat_folder, None)):
+        spec = f"folder:{folder}"
+        in_memory = data.load_source(spec, split="all", image_size=size)
+        streamed = data.load_source(spec, split="all", image_size=size, memory_budget_bytes=0)
+        assert streamed.arrays is None and not streamed.cache
+        assert _rows(*data.source_arrays(streamed)) == _rows(*in_memory.arrays)
+
+
+def test_npz_with_labels_and_one_channel(tmp_path):
+    x = np.arange(6 * 4 * 4, dtype=np.uint8).reshape(6, 4, 4, 1)
+    y = np.array([0, 1, 2, 0, 1, 4])
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    source = data.load_source(f"npz:{tmp_path / 'd.npz'}", split="all")
+    images, labels = source.arrays
+    assert source.num_classes == 5 and labels.dtype == np.int32
+    assert np.array_equal(labels, y)
+    assert np.array_equal(images, np.repeat(x, 3, axis=-1))
+
+
+def test_npz_without_labels_four_channels_resized(tmp_path):
+    x = np.full((5, 4, 4, 4), 77, np.uint8)
+    x[..., 3] = 0
+    np.savez(tmp_path / "d.npz", x=x)
+    source = data.load_source(f"npz:{tmp_path / 'd.npz'}", split="all", image_size=6)
+    images, labels = source.arrays
+    assert source.num_classes is None and np.array_equal(labels, [-1] * 5)
+    assert images.shape == (5, 6, 6, 3) and np.all(images == 77)
+
+
+def test_npz_without_x_names_the_keys_found(tmp_path):
+    np.savez(tmp_path / "d.npz", images=np.zeros((2, 4, 4, 3), np.uint8))
+    with pytest.raises(data.DataError, match=r"no array 'x' \(found: images\)"):
+        data.load_source(f"npz:{tmp_path / 'd.npz'}")
+
+
+@pytest.mark.parametrize("spec", ["folder:{tmp}/missing", "folder:{tmp}", "nope_not_a_dataset"])
+def test_bad_sources_raise_one_line_data_errors(tmp_path, spec):
+    with pytest.raises(data.DataError) as error:
+        data.load_source(spec.format(tmp=tmp_path))
+    assert "\n" not in str(error.value) and len(str(error.value)) > 20
+
+
+def test_batch_larger_than_source_is_a_data_error(tmp_path):
+    np.savez(tmp_path / "d.npz", x=np.zeros((300, 2, 2, 3), np.uint8))
+    source = data.load_source(f"npz:{tmp_path / 'd.npz'}", split="all")
+    with pytest.raises(data.DataError, match="batch size 512 is larger than the 300 images in"):
+        data.make_dataset(source, batch_size=512, shuffle=True, drop_remainder=True)
+    # Without dropping, one short batch is fine.
+    batches = data.make_dataset(source, batch_size=512, shuffle=False, drop_remainder=False)
+    assert [len(x) for x, _ in batches] == [300]
+
+
+def test_batches_drop_remainder_and_have_raw_dtypes():
+    source = data.load_source("digits", split="all")
+    dataset = data.make_dataset(source, batch_size=500, shuffle=True, drop_remainder=True, seed=1)
+    batches = list(dataset.as_numpy_iterator())
+    assert len(batches) == 3
+    for images, labels in batches:
+        assert images.shape == (500, 32, 32, 3) and images.dtype == np.uint8
+        assert labels.shape == (500,) and labels.dtype == np.int32
+    seen = np.concatenate([labels for _, labels in batches])
+    assert not np.array_equal(seen, source.arrays[1][:1500])  # shuffled
+
+
+@pytest.fixture(scope="module")
+def tfds_can_build():
+    """Lets TFDS build datasets despite its undeclared importlib_resources dependency."""
+    with pytest.MonkeyPatch.context() as patch:
+        # tfds 4.9.10 imports importlib_resources when building but declares it only for
+        # Python < 3.9 (tensorflow/datasets#11212); the standard library module serves.
+        if importlib.util.find_spec("importlib_resources") is None:
+            patch.setitem(sys.modules, "importlib_resources", importlib.resources)
+        yield
+
+
+@pytest.fixture(scope="module")
+def tfds_data_dir(tmp_path_factory, tfds_can_build):
+    """A three-split TFDS dataset of 8x8 grayscale images, written with TFDS's own builder."""
+    data_dir = tmp_path_factory.mktemp("tfds")
+    rng = np.random.default_rng(0)
+    splits = {}
+    for split, labels in (
+        ("train", [0, 1, 2, 0, 1, 2]),
+        ("test", [2, 1]),
+        ("unlabelled", [-1] * 5),
+    ):
+        splits[split] = [
+            (f"{split}{i}", {"image": rng.integers(0, 256, (8, 8, 1), np.uint8), "label": label})
+            for i, label in enumerate(labels)
+        ]
+    features = tfds.features.FeaturesDict(
+        {
+            "image": tfds.features.Image(shape=(8, 8, 1)),
+            "label": tfds.features.ClassLabel(num_classes=3),
+        }
+    )
+    tfds.dataset_builders.store_as_tfds_dataset(
+        name="carl_tiny_images",
+        version="1.0.0",
+        features=features,
+        split_datasets=splits,
+        data_dir=data_dir,
+    )
+    expected = {
+        split: (
+            # What the pipeline should yield: the grey images made RGB.
+            np.stack([np.repeat(e["image"], 3, axis=-1) for _, e in examples]),
+            np.array([e["label"] for _, e in examples], np.int32),
+        )
+        for split, examples in splits.items()
+    }
+    return str(data_dir), expected
+
+
+def test_tfds_dataset_loads_joined_splits(tfds_data_dir):
+    data_dir, expected = tfds_data_dir
+    source = data.load_source("carl_tiny_images", split="unlabelled+train", data_dir=data_dir)
+    assert (source.num_examples, source.num_classes, source.image_shape) == (11, 3, (8, 8, 3))
+    assert source.cache  # a few hundred bytes fit the memory budget
+    joined = [np.concatenate(pair) for pair in zip(expected["unlabelled"], expected["train"])]
+    assert _rows(*data.source_arrays(source)) == _rows(*joined)
+    batches = data.make_dataset(
+        source, batch_size=4, shuffle=True, drop_remainder=True, repeat=True
+    )
+    images, labels = next(iter(batches))
+    assert images.shape == (4, 8, 8, 3) and images.dtype.name == "uint8"
+    assert labels.dtype.name == "int32"
+
+
+def test_tfds_dataset_resizes_and_streams(tfds_data_dir):
+    data_dir, expected = tfds_data_dir
+    source = data.load_source(
+        "carl_tiny_images", split="test", data_dir=data_dir, image_size=4, memory_budget_bytes=0
+    )
+    images, labels = data.source_arrays(source)
+    assert not source.cache and images.shape == (2, 4, 4, 3)
+    assert sorted(labels) == sorted(expected["test"][1])
+
+
+def test_tfds_unknown_split_lists_available_ones(tfds_data_dir):
+    data_dir, _ = tfds_data_dir
+    with pytest.raises(data.DataError, match=r"no split 'validation' \(available: .*unlabelled"):
+        data.load_source("carl_tiny_images", split="validation", data_dir=data_dir)
+
+
+def test_unprepared_tfds_dataset_fails_fast_without_download(tmp_path):
+    with pytest.raises(data.DataError, match="not prepared.*--data_dir.*tfds build cifar10"):
+        data.load_source("cifar10", data_dir=str(tmp_path))
+    assert not any(tmp_path.iterdir())  # nothing was downloaded or prepared
+
+
+def test_failed_tfds_download_is_a_data_error(tmp_path, monkeypatch):
+    def offline(*args, **kwargs):
+        raise ConnectionError("Failed to resolve 'www.cs.toronto.edu'\n(more detail)")
+
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", offline)
+    with pytest.raises(
+        data.DataError, match="could not download.*Failed to resolve.*--data_dir"
+    ) as error:
+        data.load_source("cifar10", data_dir=str(tmp_path), download=True)
+    assert "\n" not in str(error.value)
+
+
+def test_tfds_rejects_holdout():
+    with pytest.raises(data.DataError, match="holdout"):
+        data.load_source("cifar10", holdout=0.1)
+
+
+@pytest.mark.skipif(not os.path.isdir(_CIFAR_FOLDER), reason="CIFAR-10 JPEG folder not unpacked")
+def test_cifar_jpeg_folder():
+    source = data.load_source(f"folder:{_CIFAR_FOLDER}", split="test", holdout=0.02)
+    assert source.num_classes == 10 and source.image_shape == (32, 32, 3)
+    assert np.array_equal(np.bincount(source.arrays[1]), [100] * 10)
