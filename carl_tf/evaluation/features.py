@@ -1,0 +1,64 @@
+"""Batched inference of a model over images: features of a backbone, assignments of CARL."""
+
+from collections.abc import Iterable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+def _infer(model: keras.Model, images: np.ndarray | tf.Tensor) -> np.ndarray:
+    """Runs one batch through `model` in inference mode (batch norm uses its moving statistics).
+
+    `predict_on_batch` reuses the model's compiled predict function, so repeated calls (e.g. from
+    a callback every few epochs) trace once instead of once per call.
+    """
+    return np.asarray(model.predict_on_batch(tf.cast(images, tf.float32)), dtype=np.float32)
+
+
+def extract_features(
+    model: keras.Model, images: np.ndarray, *, batch_size: int = 256
+) -> np.ndarray:
+    """Maps in-memory images through `model`, in order, one batch at a time.
+
+    Works for a backbone (giving features) and for a CARL model (giving prototype assignment
+    probabilities; their argmax is the cluster of each image). Images are cast to float32 one
+    batch at a time, so a uint8 dataset is never copied whole as float32 (CIFAR-10's 50,000
+    images would take 600 MB).
+
+    Args:
+        model: Maps float images `(batch, H, W, 3)` in [0, 255] to `(batch, D)`.
+        images: Images `(N, H, W, 3)`, any real dtype, values in [0, 255].
+        batch_size: Images per forward pass.
+
+    Returns:
+        Outputs `(N, D)` float32, row i for image i.
+    """
+    batches = [
+        _infer(model, images[start : start + batch_size])
+        for start in range(0, len(images), batch_size)
+    ]
+    return np.concatenate(batches, axis=0)
+
+
+def extract_dataset_features(
+    model: keras.Model, dataset: Iterable[tuple[tf.Tensor, tf.Tensor]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Maps every batch of a `(images, labels)` dataset through `model` in a single pass.
+
+    Features and labels are collected from the same pass, so they stay paired even when the
+    dataset reshuffles on every iteration.
+
+    Args:
+        model: Maps float images `(batch, H, W, 3)` in [0, 255] to `(batch, D)`.
+        dataset: Batches of images `(batch, H, W, 3)` and integer labels `(batch,)`, e.g. a
+            batched `tf.data.Dataset`.
+
+    Returns:
+        Outputs `(N, D)` float32 and labels `(N,)` int64, in the order the dataset yielded them.
+    """
+    features, labels = [], []
+    for batch_images, batch_labels in dataset:
+        features.append(_infer(model, batch_images))
+        labels.append(np.asarray(batch_labels, dtype=np.int64))
+    return np.concatenate(features, axis=0), np.concatenate(labels, axis=0)
