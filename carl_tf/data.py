@@ -564,11 +564,6 @@ def _load_tfds(
     memory_budget_bytes: int,
 ) -> ImageSource:
     """A prepared TFDS dataset split, cached in memory when it fits the budget."""
-    if holdout:
-        raise DataError(
-            f"holdout applies to digits, folder and npz sources, not to the TFDS dataset "
-            f"{name}; pass --holdout 0 and slice TFDS splits instead, e.g. 'train[:90%]'"
-        )
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.DatasetNotFoundError as error:
@@ -577,6 +572,11 @@ def _load_tfds(
         raise DataError(
             f"cannot open '{name}' as a TFDS dataset: {_first_line(error)}; use {_ACCEPTED_FORMS}"
         ) from error
+    if holdout:
+        raise DataError(
+            f"holdout applies to digits, folder and npz sources, not to the TFDS dataset "
+            f"{name}; pass --holdout 0 and slice TFDS splits instead, e.g. 'train[:90%]'"
+        )
     where = builder.data_dir_root
     if not builder.is_prepared():
         if not download:

@@ -1,0 +1,61 @@
+"""The paper's pretraining recipe (CARL Appendix A-B), every field a preset or flag can set.
+
+Each `configs/<dataset>.py` starts from `paper_recipe()` and states what differs for its data.
+"""
+
+import ml_collections
+
+
+def paper_recipe() -> ml_collections.ConfigDict:
+    """ResNet-18, batch 256, SGD(0.9), lr 0.03 x batch/256 with cosine decay, 200 epochs."""
+    c = ml_collections.ConfigDict()
+    # Data: a TFDS name, folder:PATH, npz:PATH or digits (see carl_tf.data).
+    c.dataset = "cifar10"
+    c.data_dir = ""  # TFDS data_dir; "" is TFDS's default.
+    c.download = False  # let TFDS download and prepare a missing dataset
+    c.train_split = "train"
+    c.knn_train_split = "train"  # labelled bank of the kNN monitor
+    c.knn_test_split = "test"  # labelled queries of the kNN monitor
+    c.holdout = 0.0  # folder/npz/digits: fraction held out as their 'test' split
+    c.train_subset = 0  # >0: pretrain on a fixed seeded subset of this many images
+    c.image_size = 32
+
+    # Encoder f = backbone + BYOL-style projection head (Appendix A), assigner with K prototypes.
+    c.backbone = "resnet18"
+    c.backbone_width = 64
+    c.projection_hidden_dim = 2048
+    c.projection_hidden_layers = 2
+    c.projection_dim = 128
+    c.num_prototypes = 100
+    c.symmetric = False  # the paper's loss is one-sided (Fig. 1)
+
+    # lambda_e of eq. 8: linear decay from kl_start (b) to kl_end (a) over kl_decay_epochs (E).
+    c.kl_start = 4.0
+    c.kl_end = 1.5
+    c.kl_decay_epochs = 100
+
+    # Optimisation (He et al. 2020, as Appendix A says).
+    c.epochs = 200
+    c.batch_size = 256
+    c.learning_rate = 0.03  # at batch 256; the run uses learning_rate * batch_size / 256
+    c.warmup_epochs = 0
+    c.momentum = 0.9
+    # Not given in the paper; 5e-4 is MoCo's CIFAR setting (He et al. 2020 follow-ups, solo-learn).
+    c.weight_decay = 5e-4
+
+    # Views (SimCLR, Chen et al. 2020a). Blur only at 96 px and up, as SimCLR does for CIFAR.
+    c.crop_min_scale = 0.08
+    c.blur_probability = 0.0
+
+    # Monitors.
+    c.knn_every = 10  # epochs; 0 turns the online kNN monitor off
+    c.knn_k = 200
+    c.knn_temperature = 0.1
+    c.collapse_fraction = 0.1  # warn when fewer than this fraction of the K prototypes are used
+
+    # Runtime.
+    c.seed = 0
+    c.strategy = "auto"
+    c.precision = "float32"
+    c.jit_compile = False
+    return c

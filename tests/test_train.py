@@ -1,0 +1,177 @@
+"""train.py end to end on the offline digits: run directory, export, resume after SIGKILL, bad input."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from carl_tf.schedules import linear_decay
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMOKE = ["--config=configs/digits.py:smoke"]
+
+
+# train.py sets its own TensorFlow log level, as a user's shell would leave it to.
+ENV = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+
+
+def train(*args, timeout=300):
+    """Runs train.py and returns the finished process (stdout and stderr captured)."""
+    return subprocess.run(
+        [sys.executable, os.path.join(REPO, "train.py"), *args],
+        cwd=REPO,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def metrics(workdir):
+    with open(os.path.join(workdir, "metrics.csv")) as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("digits"))
+    result = train(*SMOKE, f"--workdir={workdir}", "--epochs=3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workdir, result
+
+
+def test_run_writes_metrics_checkpoints_and_exports(finished_run):
+    workdir, result = finished_run
+    rows = metrics(workdir)
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3]
+    assert rows[0]["knn_top1"] and rows[-1]["knn_top1"]  # before and after training
+    for row in rows[1:]:
+        assert np.isfinite(float(row["loss"])) and float(row["prototypes_in_use"]) >= 1
+        assert float(row["learning_rate"]) >= 0
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == [
+        "ckpt-0002.keras",
+        "ckpt-0003.keras",
+    ]
+    assert os.path.exists(os.path.join(workdir, "config.json"))
+    assert os.listdir(os.path.join(workdir, "tensorboard"))
+    assert os.path.exists(os.path.join(workdir, "export", "carl.keras"))
+    assert "kNN top-1: untrained" in result.stdout
+
+
+def test_saved_model_matches_keras_backbone_without_carl_tf(finished_run):
+    import keras
+
+    workdir, _ = finished_run
+    images = np.random.default_rng(0).uniform(0, 255, (5, 32, 32, 3)).astype("float32")
+    loaded = tf.saved_model.load(os.path.join(workdir, "export", "backbone"))
+    features = loaded.signatures["serving_default"](images=tf.constant(images))["features"]
+    model = keras.models.load_model(os.path.join(workdir, "export", "carl.keras"))
+    np.testing.assert_allclose(features, model.backbone(images, training=False), atol=1e-5)
+    probabilities = loaded.signatures["assign"](images=tf.constant(images))["probabilities"]
+    np.testing.assert_allclose(probabilities, model.predict(images, verbose=0), atol=1e-5)
+
+
+def test_rerun_of_a_finished_run_changes_nothing(finished_run):
+    workdir, _ = finished_run
+    before = os.stat(os.path.join(workdir, "metrics.csv")).st_mtime_ns
+    result = train(*SMOKE, f"--workdir={workdir}", "--epochs=3")
+    assert result.returncode == 0 and "nothing to do" in result.stdout
+    assert os.stat(os.path.join(workdir, "metrics.csv")).st_mtime_ns == before
+
+
+def test_sigkill_then_same_command_resumes(tmp_path):
+    workdir = str(tmp_path / "run")
+    command = [
+        sys.executable, "train.py", *SMOKE, f"--workdir={workdir}", "--epochs=8",
+        "--kl_decay_epochs=6", "--knn_every=0",
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        command, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if os.path.exists(os.path.join(workdir, "checkpoints", "ckpt-0002.keras")):
+            break
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not os.path.exists(os.path.join(workdir, "export")), "killed before it finished"
+    result = subprocess.run(command, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = metrics(workdir)
+    assert [int(r["epoch"]) for r in rows] == list(range(1, 9))
+    for row in rows:
+        expected = linear_decay(int(row["epoch"]) - 1, 4.0, 1.5, 6)
+        assert float(row["kl_weight"]) == pytest.approx(expected)
+    # The cosine schedule continued rather than restarting: the rate keeps falling.
+    rates = [float(r["learning_rate"]) for r in rows]
+    assert all(a > b for a, b in zip(rates, rates[1:]))
+
+
+def test_folder_with_a_corrupt_file_trains_and_reports_it(tmp_path):
+    rng = np.random.default_rng(0)
+    for label in ("a", "b"):
+        os.makedirs(tmp_path / "images" / label)
+        for i in range(40):
+            pixels = rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "images" / label / f"{i}.png")
+    (tmp_path / "images" / "a" / "broken.jpg").write_bytes(b"not a jpeg at all")
+    result = train(
+        *SMOKE, f"--dataset=folder:{tmp_path / 'images'}", f"--workdir={tmp_path / 'run'}",
+        "--epochs=1", "--batch_size=16", "--image_size=16", "--knn_every=0",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "1" in result.stderr and "skipped" in result.stderr.lower()
+
+
+def _write_npz_without_x(path):
+    np.savez(path, images=np.zeros((4, 8, 8, 3), np.uint8))
+    return f"npz:{path}"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--dataset=no_such_dataset", "--holdout=0"], "no_such_dataset"),
+        (["--dataset=folder:/no/such/folder"], "/no/such/folder"),
+        (["--epochs=0"], "epochs"),
+        (["--batch_size=0"], "batch_size"),
+        (["--num_prototypes=1"], "num_prototypes"),
+        (["--kl_start=-1"], "kl_start"),
+        (["--kl_end=-0.5"], "kl_end"),
+        (["--batch_size=5000"], "batch size"),
+        (["--no_such_flag=1"], "no_such_flag"),
+    ],
+)
+def test_bad_input_gives_one_line_error(tmp_path, args, message):
+    result = train(*SMOKE, f"--workdir={tmp_path / 'run'}", *args)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1, result.stderr[-2000:]
+    assert not os.path.exists(tmp_path / "run" / "checkpoints") or not os.listdir(
+        tmp_path / "run" / "checkpoints"
+    )
+
+
+def test_empty_folder_and_npz_without_x_are_refused(tmp_path):
+    os.makedirs(tmp_path / "empty")
+    for dataset in (f"folder:{tmp_path / 'empty'}", _write_npz_without_x(tmp_path / "d.npz")):
+        result = train(*SMOKE, f"--dataset={dataset}", f"--workdir={tmp_path / 'run'}")
+        assert result.returncode != 0 and "Traceback" not in result.stderr
+        assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+def test_config_change_on_existing_workdir_is_refused(finished_run):
+    workdir, _ = finished_run
+    result = train(*SMOKE, f"--workdir={workdir}", "--epochs=4")
+    assert result.returncode != 0 and "--overwrite" in result.stderr
+    assert [int(r["epoch"]) for r in metrics(workdir)] == [0, 1, 2, 3]  # untouched
