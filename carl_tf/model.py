@@ -9,7 +9,8 @@ from collections.abc import Sequence
 
 import keras
 import tensorflow as tf
-from keras import ops
+from keras import ops, tree
+from keras.src.backend.tensorflow import trainer as keras_tf_trainer
 
 from carl_tf import distributed, losses
 from carl_tf.augment import SimCLRAugment
@@ -114,6 +115,40 @@ class CARL(keras.Model):
     def predict_step(self, data):
         images, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         return self.assign(images, training=False)
+
+    # Multi-worker `fit`. Keras 3's TensorFlow trainer fails under MultiWorkerMirroredStrategy
+    # (keras-team/keras#20585, tensorflow/tensorflow#72388) in two places, both worked around
+    # here and nowhere else.
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Builds from one local replica's batch instead of a cross-replica mean of a batch.
+
+        Keras MEAN-reduces the first distributed batch eagerly just to learn its shapes, which
+        MultiWorkerMirroredStrategy cannot do with a `PerReplica`; one replica's batch has the
+        same shapes and dtypes (the per-replica ones, as the reduced batch had) and needs no
+        communication.
+        """
+        if iterator is not None:
+            local = self.distribute_strategy.experimental_local_results
+            for _, _, batches in iterator:
+                data_batch = tree.map_structure(lambda v: local(v)[0], next(batches))
+                break
+        super()._maybe_symbolic_build(data_batch=data_batch)
+
+    def _make_function(self, step_function):
+        """Makes the step's logs shape (1,) under multi-worker, so Keras's reduction works.
+
+        Across workers Keras reduces every log with `strategy.reduce("MEAN", v, axis=0)`, which
+        rejects scalars. On (1,) it is the mean over replicas: every replica holds the same
+        global figures, so the result is that scalar.
+        """
+        if keras_tf_trainer._collective_all_reduce_multi_worker(self.distribute_strategy):
+            local_step = step_function
+
+            def step_function(data):
+                return tree.map_structure(lambda v: ops.reshape(v, (1,)), local_step(data))
+
+        return super()._make_function(step_function)
 
     def _views(self, data):
         """Two views per image: made on device from raw images, or the caller's `(a, b)` pair."""

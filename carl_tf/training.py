@@ -86,14 +86,14 @@ def load_training_source(config) -> data.ImageSource:
         data_dir=config.data_dir or None,
         image_size=config.image_size,
         holdout=config.holdout,
-        seed=config.seed,
+        seed=config.split_seed,
         download=config.download,
     )
     if not config.train_subset or config.train_subset >= source.num_examples:
         return source
     images, labels = data.source_arrays(source)
     keep = np.sort(
-        np.random.default_rng(config.seed).permutation(len(images))[: config.train_subset]
+        np.random.default_rng(config.split_seed).permutation(len(images))[: config.train_subset]
     )
     return dataclasses.replace(
         source, arrays=(images[keep], labels[keep]), stream=None, num_examples=len(keep)
@@ -116,7 +116,7 @@ def load_knn_sets(config):
             data_dir=config.data_dir or None,
             image_size=config.image_size,
             holdout=config.holdout,
-            seed=config.seed,
+            seed=config.split_seed,
         )
         if source.num_classes is None:
             logging.info("kNN monitor skipped: %s has no labels", source.description)

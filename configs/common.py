@@ -17,7 +17,8 @@ def paper_recipe() -> ml_collections.ConfigDict:
     c.knn_train_split = "train"  # labelled bank of the kNN monitor
     c.knn_test_split = "test"  # labelled queries of the kNN monitor
     c.holdout = 0.0  # folder/npz/digits: fraction held out as their 'test' split
-    c.train_subset = 0  # >0: pretrain on a fixed seeded subset of this many images
+    c.train_subset = 0  # >0: pretrain on a fixed subset of this many images
+    c.split_seed = 0  # fixes the holdout and the subset, whatever `seed` a run uses
     c.image_size = 32
 
     # Encoder f = backbone + BYOL-style projection head (Appendix A), assigner with K prototypes.
