@@ -63,7 +63,11 @@ def _shortcut(
     """Identity, or a strided 1x1 projection when the shape changes."""
     if stride == 1 and x.shape[-1] == filters:
         return x
-    x = _conv(filters, 1, stride, f"{name}_shortcut_conv")(x)
+    if stride > 1:
+        # Subsample, then a stride-1 1x1 conv: the same function as a strided 1x1 conv, which
+        # TensorFlow 2.21's oneDNN kernels crash on (SIGSEGV/abort) for odd batch sizes on CPU.
+        x = keras.layers.MaxPooling2D(1, strides=stride, name=f"{name}_shortcut_subsample")(x)
+    x = _conv(filters, 1, 1, f"{name}_shortcut_conv")(x)
     return _batch_norm(synchronized, f"{name}_shortcut_bn")(x)
 
 

@@ -206,3 +206,12 @@ def test_last_batchnorm_of_each_block_starts_at_zero(small_resnet18):
             first_gamma = small_resnet18.get_layer(f"{name}_bn1").gamma.numpy()
             np.testing.assert_array_equal(last_gamma, 0.0)
             np.testing.assert_array_equal(first_gamma, 1.0)
+
+
+def test_odd_batch_trains():
+    """A strided 1x1 conv crashed TensorFlow 2.21's oneDNN backprop at odd batch sizes."""
+    model = keras.Sequential([backbones.resnet18(width=4, image_size=32), keras.layers.Dense(2)])
+    model.compile(optimizer="sgd", loss="mse")
+    images = np.random.default_rng(0).uniform(0, 255, (5, 32, 32, 3)).astype("float32")
+    history = model.fit(images, np.zeros((5, 2)), batch_size=5, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])

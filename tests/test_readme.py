@@ -1,0 +1,30 @@
+"""README.md's promises: the library example runs as written and CI runs its test command."""
+
+import os
+import re
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _readme():
+    with open(os.path.join(REPO, "README.md")) as f:
+        return f.read()
+
+
+def test_library_example_runs_as_written():
+    section = _readme().split("## Using the library from your own script", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    namespace = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert namespace["assignments"].shape == (10, 100)
+    assert namespace["features"].shape == (10, 64)
+    assert np.all(np.isfinite(namespace["history"].history["loss"]))
+
+
+def test_ci_runs_the_readme_test_command():
+    blocks = re.findall(r"```bash\n(.*?)```", _readme(), re.S)
+    test_command = next(b.strip() for b in blocks if "pytest" in b)
+    with open(os.path.join(REPO, ".ci", "run")) as f:
+        assert test_command in f.read()
