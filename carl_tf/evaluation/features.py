@@ -34,10 +34,13 @@ def extract_features(
     Returns:
         Outputs `(N, D)` float32, row i for image i.
     """
-    batches = [
-        _infer(model, images[start : start + batch_size])
-        for start in range(0, len(images), batch_size)
-    ]
+    batches = []
+    for start in range(0, len(images), batch_size):
+        batch = np.asarray(images[start : start + batch_size])
+        # Pad a short last batch to the full size so the predict function is not retraced.
+        padding = batch_size - len(batch)
+        padded = np.concatenate([batch, np.zeros((padding, *batch.shape[1:]), batch.dtype)])
+        batches.append(_infer(model, padded)[: len(batch)])
     return np.concatenate(batches, axis=0)
 
 
