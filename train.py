@@ -16,7 +16,7 @@ import re  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from carl_tf.cli import UsageError, exit_on_usage_error  # noqa: E402
+from carl_tf.cli import UsageError, exit_on_usage_error, parse_flags  # noqa: E402
 from carl_tf.training import pretrain  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -122,4 +122,4 @@ def _sanitize(name: str) -> str:
 
 
 if __name__ == "__main__":
-    app.run(exit_on_usage_error(main))
+    app.run(exit_on_usage_error(main), flags_parser=parse_flags)

@@ -1,6 +1,7 @@
 """One CARL pretraining run from a config: data, model, resume, fit, export (train.py's body)."""
 
 import dataclasses
+import shutil
 import sys
 
 import keras
@@ -13,6 +14,8 @@ from carl_tf.callbacks import CollapseWarning, KLWeightSchedule, KNNMonitor, Run
 from carl_tf.cli import UsageError
 from carl_tf.export import export_run
 from carl_tf.model import CARL
+from carl_tf.precision import set_precision
+from carl_tf.strategy import is_chief, make_strategy, worker_workdir
 from carl_tf.workdir import RunDirectory
 
 
@@ -130,12 +133,13 @@ def load_knn_sets(config):
 def pretrain(config, workdir: str, overwrite: bool = False) -> int:
     """Runs (or resumes) one pretraining run; returns the process exit code."""
     validate_config(config)
-    keras.mixed_precision.set_dtype_policy(config.precision)  # TODO(lead): helper's strategy API
+    set_precision(config.precision)
     keras.utils.set_random_seed(config.seed)
-    import tensorflow as tf
-
-    strategy = tf.distribute.get_strategy()
-    run_dir = RunDirectory(workdir)
+    try:
+        strategy = make_strategy(config.strategy)
+    except ValueError as error:
+        raise UsageError(str(error)) from error
+    run_dir = RunDirectory(worker_workdir(workdir, strategy))
     run_dir.prepare(config.to_dict(), overwrite=overwrite)
     if run_dir.is_finished():
         print(f"{run_dir.path} holds a finished run; nothing to do (--overwrite trains afresh)")
@@ -194,14 +198,19 @@ def pretrain(config, workdir: str, overwrite: bool = False) -> int:
     )
     if nan_guard.failed_at:
         epoch, batch = nan_guard.failed_at
+        hint = "" if config.precision == "float32" else " or use --precision=float32"
         print(
             f"error: the loss became NaN at epoch {epoch}, batch {batch}; lower --learning_rate "
-            f"(now {config.learning_rate}) or use --precision=float32, then rerun to resume from "
-            f"the last good checkpoint in {run_dir.checkpoint_dir}",
+            f"(now {config.learning_rate}){hint} and rerun with --overwrite",
             file=sys.stderr,
         )
         return 1
     export_run(model, run_dir.export_dir)
+    if not is_chief(
+        strategy
+    ):  # its files duplicate the chief's; they were written for the collectives
+        shutil.rmtree(run_dir.path, ignore_errors=True)
+        return 0
     _report(run_dir)
     return 0
 

@@ -175,3 +175,11 @@ def test_config_change_on_existing_workdir_is_refused(finished_run):
     result = train(*SMOKE, f"--workdir={workdir}", "--epochs=4")
     assert result.returncode != 0 and "--overwrite" in result.stderr
     assert [int(r["epoch"]) for r in metrics(workdir)] == [0, 1, 2, 3]  # untouched
+
+
+def test_nan_loss_stops_with_a_message_and_no_checkpoint(tmp_path):
+    result = train(*SMOKE, f"--workdir={tmp_path}", "--learning_rate=1e12", "--knn_every=0")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "NaN" in result.stderr and "--learning_rate" in result.stderr
+    assert not os.listdir(tmp_path / "checkpoints")
+    assert not os.path.exists(tmp_path / "export")
