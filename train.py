@@ -82,18 +82,19 @@ _OVERRIDES = {
 
 def resolve_config():
     """The preset chosen by --config or --dataset, with the command line's overrides applied."""
+    dataset = _DATASET.value
     if _CONFIG.value is not None:
-        config, name = (
-            _CONFIG.value,
-            _preset_name(config_flags.get_config_filename(flags.FLAGS["config"])),
-        )
+        config = _CONFIG.value
+        name = _preset_name(config_flags.get_config_filename(flags.FLAGS["config"]))
+    elif os.path.exists(_configs_path(f"{dataset or 'digits'}.py")):
+        name = dataset or "digits"
+        config = importlib.import_module(f"configs.{name}").get_config()
+        dataset = None  # the preset names its own data (cifar10_cpu: an image folder)
     else:
-        name = _DATASET.value or "digits"
-        preset = name if os.path.exists(_configs_path(f"{name}.py")) else "common"
-        module = importlib.import_module(f"configs.{preset}")
-        config = module.get_config() if preset != "common" else module.paper_recipe()
-    if _DATASET.value is not None:
-        config.dataset = _DATASET.value
+        name = dataset
+        config = importlib.import_module("configs.common").paper_recipe()
+    if dataset is not None:
+        config.dataset = dataset
     for field, flag in _OVERRIDES.items():
         if flag.value is not None:
             config[field] = flag.value

@@ -140,17 +140,20 @@ def pretrain(config, workdir: str, overwrite: bool = False) -> int:
     except ValueError as error:
         raise UsageError(str(error)) from error
     run_dir = RunDirectory(worker_workdir(workdir, strategy))
-    run_dir.prepare(config.to_dict(), overwrite=overwrite)
-    if run_dir.is_finished():
-        print(f"{run_dir.path} holds a finished run; nothing to do (--overwrite trains afresh)")
-        return 0
+    if not overwrite:
+        run_dir.check_config(config.to_dict())
+        if run_dir.is_finished():
+            print(f"{run_dir.path} holds a finished run; nothing to do (--overwrite trains afresh)")
+            return 0
 
+    # Data problems surface before anything is written (or, with --overwrite, deleted).
     source = load_training_source(config)
     train_data = data.make_dataset(
         source, batch_size=config.batch_size, shuffle=True, drop_remainder=True, seed=config.seed
     )
     steps_per_epoch = source.num_examples // config.batch_size
     knn_sets = load_knn_sets(config)
+    run_dir.create(config.to_dict(), overwrite=overwrite)
     with strategy.scope():
         model = build_model(config, steps_per_epoch)
     checkpoint, epochs_done = run_dir.latest_checkpoint()

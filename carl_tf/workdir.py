@@ -49,28 +49,28 @@ class RunDirectory:
         """The export is renamed into place last, so its presence means the run completed."""
         return os.path.isdir(self.export_dir)
 
-    def prepare(self, config: dict, overwrite: bool) -> None:
-        """Creates the directory for `config`, or checks that an existing run used the same one.
+    def check_config(self, config: dict) -> None:
+        """Refuses to continue a run in this directory that was started with another config.
 
         Raises:
-            UsageError: if the directory holds a run with another config and `overwrite` is off.
+            UsageError: naming the first fields that differ and the way out.
         """
+        if not os.path.exists(self.config_path):
+            return
+        with open(self.config_path) as f:
+            previous = json.load(f)
+        changed = sorted(k for k in set(previous) | set(config) if previous.get(k) != config.get(k))
+        if changed:
+            shown = ", ".join(f"{k} {previous.get(k)!r} -> {config.get(k)!r}" for k in changed[:3])
+            raise UsageError(
+                f"workdir {self.path} holds a run with a different config ({shown}); "
+                "pass --overwrite to start afresh or choose another --workdir"
+            )
+
+    def create(self, config: dict, overwrite: bool) -> None:
+        """Makes the directory and records `config`; `overwrite` first deletes any earlier run."""
         if overwrite and os.path.exists(self.path):
             shutil.rmtree(self.path)
-        if os.path.exists(self.config_path):
-            with open(self.config_path) as f:
-                previous = json.load(f)
-            changed = sorted(
-                k for k in set(previous) | set(config) if previous.get(k) != config.get(k)
-            )
-            if changed:
-                shown = ", ".join(
-                    f"{k} {previous.get(k)!r} -> {config.get(k)!r}" for k in changed[:3]
-                )
-                raise UsageError(
-                    f"workdir {self.path} holds a run with a different config ({shown}); "
-                    "pass --overwrite to start afresh or choose another --workdir"
-                )
         os.makedirs(self.checkpoint_dir, exist_ok=True)
         write_atomically(self.config_path, json.dumps(config, indent=2, sort_keys=True) + "\n")
 

@@ -183,3 +183,20 @@ def test_nan_loss_stops_with_a_message_and_no_checkpoint(tmp_path):
     assert "NaN" in result.stderr and "--learning_rate" in result.stderr
     assert not os.listdir(tmp_path / "checkpoints")
     assert not os.path.exists(tmp_path / "export")
+
+
+def test_dataset_flag_picks_a_preset_and_keeps_its_data(tmp_path):
+    """--dataset=PRESET trains on the preset's own source (cifar10_cpu names an image folder)."""
+    result = train("--dataset=cifar10_cpu", f"--workdir={tmp_path / 'run'}", "--batch_size=999999")
+    assert result.returncode == 2 and "/tmp/cifar10/train" in result.stderr
+    assert not os.path.exists(tmp_path / "run"), "a data error writes nothing"
+
+
+def test_overwrite_restarts_a_finished_run(tmp_path):
+    args = [*SMOKE, f"--workdir={tmp_path}", "--epochs=1", "--knn_every=0"]
+    assert train(*args).returncode == 0
+    (tmp_path / "marker").write_text("from the first run")
+    result = train(*args, "--epochs=2", "--overwrite")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not (tmp_path / "marker").exists()
+    assert [int(r["epoch"]) for r in metrics(tmp_path)] == [1, 2]
