@@ -63,7 +63,11 @@ _OVERRIDES = {
     "kl_end": flags.DEFINE_float("kl_end", None, "lambda after the decay (a in eq. 8)."),
     "kl_decay_epochs": flags.DEFINE_integer("kl_decay_epochs", None, "Epochs of decay (E)."),
     "knn_every": flags.DEFINE_integer("knn_every", None, "Epochs between kNN checks; 0: off."),
-    "seed": flags.DEFINE_integer("seed", None, "Random seed (data order, init, holdout)."),
+    "seed": flags.DEFINE_integer(
+        "seed",
+        None,
+        "Random seed of initialisation, views and data order (split_seed fixes the holdout).",
+    ),
     "strategy": flags.DEFINE_enum(
         "strategy",
         None,

@@ -71,15 +71,19 @@ class KNNMonitor(keras.callbacks.Callback):
 
 
 class CollapseWarning(keras.callbacks.Callback):
-    """Warns when the assignment collapses onto few prototypes (section 2.3's trivial solution)."""
+    """Warns when the assignment collapses onto few prototypes (section 2.3's trivial solution).
 
-    def __init__(self, fraction: float):
+    `prototypes_in_use` counts distinct argmax prototypes within one batch, so it can never exceed
+    the batch size: the threshold is a fraction of min(K, batch_size), not of K.
+    """
+
+    def __init__(self, fraction: float, batch_size: int):
         super().__init__()
-        self.fraction = fraction
+        self.fraction, self.batch_size = fraction, batch_size
 
     def on_epoch_end(self, epoch, logs=None):
         in_use, k = logs.get("prototypes_in_use"), self.model.num_prototypes
-        if in_use is not None and in_use < self.fraction * k:
+        if in_use is not None and in_use < self.fraction * min(k, self.batch_size):
             logging.warning(
                 "epoch %d: only %.1f of %d prototypes in use per batch: the assignment is "
                 "collapsing; raise --kl_start/--kl_end or lower --learning_rate",

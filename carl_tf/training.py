@@ -180,7 +180,7 @@ def pretrain(config, workdir: str, overwrite: bool = False) -> int:
         callbacks.append(monitor)
     nan_guard = StopOnNaN()
     callbacks += [
-        CollapseWarning(config.collapse_fraction),
+        CollapseWarning(config.collapse_fraction, config.batch_size),
         nan_guard,
         RunRecorder(run_dir),
         keras.callbacks.TensorBoard(run_dir.tensorboard_dir),
@@ -197,6 +197,7 @@ def pretrain(config, workdir: str, overwrite: bool = False) -> int:
         epochs=config.epochs,
         initial_epoch=epochs_done,
         callbacks=callbacks,
+        verbose=1 if sys.stdout.isatty() else 2,  # a progress bar on terminals, a line in logs
         shuffle=False,  # make_dataset reshuffles every epoch
     )
     if nan_guard.failed_at:

@@ -219,12 +219,12 @@ def test_paper_lambda_learns_without_collapse_and_zero_lambda_collapses():
 def test_collapse_warning_names_the_fix():
     from carl_tf.callbacks import CollapseWarning
 
-    callback = CollapseWarning(fraction=0.1)
+    callback = CollapseWarning(fraction=0.1, batch_size=20)
     callback.set_model(tiny_carl(num_prototypes=50))
     with pytest.MonkeyPatch.context() as patch:
         warnings = []
         patch.setattr("absl.logging.warning", lambda msg, *args: warnings.append(msg % args))
-        callback.on_epoch_end(0, {"prototypes_in_use": 10.0})
+        callback.on_epoch_end(0, {"prototypes_in_use": 2.0})  # 10% of a batch of 20: healthy
         assert not warnings
-        callback.on_epoch_end(1, {"prototypes_in_use": 2.0})
-    assert len(warnings) == 1 and "2.0 of 50" in warnings[0] and "--kl_start" in warnings[0]
+        callback.on_epoch_end(1, {"prototypes_in_use": 1.0})
+    assert len(warnings) == 1 and "1.0 of 50" in warnings[0] and "--kl_start" in warnings[0]

@@ -1,0 +1,47 @@
+"""CIFAR-10 on a 2-core CPU: the paper's recipe at a size that trains in about 40 minutes.
+
+Needs the CIFAR-10 train split as an image folder (train/<class>/*.jpg); 10% of it (5,000 images,
+fixed by split_seed) is held out as the validation split the kNN monitor and the probes score on.
+
+python train.py --config=configs/cifar10_cpu.py --dataset=folder:/tmp/cifar10/train
+python train.py --config=configs/cifar10_cpu.py:ablation --dataset=folder:/tmp/cifar10/train
+python train.py --config=configs/cifar10_cpu.py:smoke --dataset=folder:/tmp/cifar10/train
+
+The main run pretrains on the 45,000 training images for 12 epochs (25 min here: kNN top-1 on the
+validation split 28.4% untrained -> 43.2%); `ablation` on a fixed 10,000 of them for 8 epochs
+(6-8 min); `smoke` is a one-epoch check of the whole pipeline. Overriding --epochs does not move
+kl_decay_epochs (computed below): pass it too, e.g. --epochs=18 --kl_decay_epochs=9. What differs
+from the paper (configs/cifar10.py) and why is in docs/results.md.
+"""
+
+from configs.common import paper_recipe
+
+
+def get_config(arg: str | None = None):
+    c = paper_recipe()
+    c.dataset = "folder:/tmp/cifar10/train"  # override with --dataset=folder:PATH
+    c.holdout = 0.1  # 45,000 train / 5,000 validation, fixed by split_seed
+    c.image_size = 32
+    c.backbone, c.backbone_width = "resnet18", 16  # 1/16 of the FLOPs of the paper's width 64
+    c.num_prototypes = 100  # about ten times the classes (Fig. 3)
+
+    # Tuned on the 10k ablation size, chosen by kNN on the validation split (docs/results.md).
+    c.batch_size = 128  # twice the steps of 256 per epoch at about the same images/s on CPU
+    c.learning_rate = 0.06  # at batch 256, so 0.03 at batch 128 (the paper's 0.03 gave less)
+    c.weight_decay = 5e-4
+    c.crop_min_scale = 0.2  # 0.08 (SimCLR's) learned more slowly in 8-epoch runs
+    c.projection_hidden_dim = 512  # 2048 costs ~13% more per step and learned more slowly
+    c.warmup_epochs = 0
+    c.symmetric = False
+
+    c.epochs = 12  # ~2 min per epoch with its kNN check on a shared 2-core CPU
+    c.knn_every = 1
+    if arg == "ablation":
+        c.train_subset, c.epochs, c.knn_every = 10000, 8, 2
+    elif arg == "smoke":
+        c.train_subset, c.epochs, c.knn_every = 1024, 1, 1
+    elif arg:
+        raise ValueError(f"unknown argument {arg!r}; use ablation or smoke")
+    # lambda 4 -> 1.5 as in App. B.2, decayed over the first half of the epochs (100 of 200 there).
+    c.kl_start, c.kl_end, c.kl_decay_epochs = 4.0, 1.5, max(1, c.epochs // 2)
+    return c

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs queued CARL pretrainings one after another (never two at once), each followed by its
+# linear probe. A job is a line "NAME ARGS..." in $QUEUE (default /tmp/runs/queue.txt); lines
+# can be appended while the queue runs. Logs and run directories go to $RUNS (default /tmp/runs).
+# Usage: nohup experiments/run_queue.sh > /tmp/runs/queue.log 2>&1 &
+set -u
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-/tmp/runs}
+QUEUE=${QUEUE:-$RUNS/queue.txt}
+PY=${PY:-/work/venv/bin/python}
+mkdir -p "$RUNS"
+touch "$QUEUE" "$RUNS/done.txt"
+while true; do
+  job=$(grep -v -x -F -f "$RUNS/done.txt" "$QUEUE" | grep -v '^\s*$' | grep -v '^#' | head -1)
+  [ -z "$job" ] && break
+  echo "$job" >> "$RUNS/done.txt"
+  name=${job%% *}; args=${job#* }
+  echo "$(date +%T) start $name: $args"
+  start=$(date +%s)
+  # shellcheck disable=SC2086
+  $PY train.py $args --workdir="$RUNS/$name" > "$RUNS/$name.log" 2>&1
+  echo "$(date +%T) trained $name rc=$? in $(( $(date +%s) - start )) s"
+  $PY experiments/linear_probe_run.py --workdir="$RUNS/$name" > "$RUNS/$name.probe.log" 2>&1
+  echo "$(date +%T) probed $name rc=$?: $(tail -1 "$RUNS/$name.probe.log")"
+done
+echo "$(date +%T) queue empty"

@@ -1,0 +1,63 @@
+"""Copies each run's metrics.csv and probe.json into docs/results/ and prints a Markdown table.
+
+python experiments/summarize.py [--runs=/tmp/runs] NAME...
+
+Wall time is read from the queue log (experiments/run_queue.sh: "trained NAME rc=0 in N s",
+which covers data loading, every epoch, the kNN checks and the export, not the probe).
+"""
+
+import csv
+import json
+import os
+import re
+import shutil
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, "docs", "results")
+
+
+def main(argv):
+    runs = "/tmp/runs"
+    names = []
+    for arg in argv:
+        if arg.startswith("--runs="):
+            runs = arg.split("=", 1)[1]
+        else:
+            names.append(arg)
+    os.makedirs(RESULTS, exist_ok=True)
+    queue_log = open(os.path.join(runs, "queue.log")).read()
+    print(
+        "| run | epochs | wall time | prototypes in use (end) | kNN untrained | kNN trained "
+        "| linear top-1 |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for name in names:
+        workdir = os.path.join(runs, name)
+        metrics = os.path.join(workdir, "metrics.csv")
+        if not os.path.exists(metrics):
+            print(f"| {name} | not run | | | | | |")
+            continue
+        shutil.copy(metrics, os.path.join(RESULTS, f"{name}.csv"))
+        with open(metrics) as f:
+            rows = list(csv.DictReader(f))
+        knn = [(r["epoch"], float(r["knn_top1"])) for r in rows if r["knn_top1"]]
+        last = rows[-1]
+        probe = {}
+        probe_path = os.path.join(workdir, "probe.json")
+        if os.path.exists(probe_path):
+            shutil.copy(probe_path, os.path.join(RESULTS, f"{name}.probe.json"))
+            for line in open(probe_path):
+                entry = json.loads(line)
+                probe[entry["backbone"]] = entry
+        match = re.search(rf"trained {re.escape(name)} rc=\d+ in (\d+) s", queue_log)
+        wall = f"{int(match.group(1)) / 60:.1f} min" if match else "?"
+        linear = probe.get("trained", {}).get("linear_top1", "")
+        print(
+            f"| {name} | {last['epoch']} | {wall} | {float(last['prototypes_in_use']):.1f} "
+            f"| {knn[0][1]:.2f} | {knn[-1][1]:.2f} | {linear} |"
+        )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
