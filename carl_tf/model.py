@@ -117,8 +117,9 @@ class CARL(keras.Model):
         return self.assign(images, training=False)
 
     # Multi-worker `fit`. Keras 3's TensorFlow trainer fails under MultiWorkerMirroredStrategy
-    # (keras-team/keras#20585, tensorflow/tensorflow#72388) in two places, both worked around
-    # here and nowhere else.
+    # (keras-team/keras#20585, tensorflow/tensorflow#72388) in two places; these two overrides of
+    # private hooks of keras/src/backend/tensorflow/trainer.py (Keras 3.15) work around both, and
+    # change nothing under the other strategies. tests/test_multi_worker.py checks them.
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         """Builds from one local replica's batch instead of a cross-replica mean of a batch.
@@ -128,12 +129,13 @@ class CARL(keras.Model):
         same shapes and dtypes (the per-replica ones, as the reduced batch had) and needs no
         communication.
         """
-        if iterator is not None:
+        if iterator is not None and self._distribute_strategy is not None:
             local = self.distribute_strategy.experimental_local_results
             for _, _, batches in iterator:
                 data_batch = tree.map_structure(lambda v: local(v)[0], next(batches))
                 break
-        super()._maybe_symbolic_build(data_batch=data_batch)
+            iterator = None
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def _make_function(self, step_function):
         """Makes the step's logs shape (1,) under multi-worker, so Keras's reduction works.

@@ -25,8 +25,9 @@ def make_strategy(name: str, *, tpu: str | None = None) -> tf.distribute.Strateg
             `mirrored`: synchronous data parallelism over this machine's GPUs (its CPU if none);
             `multi_worker`: the same over several machines, the cluster read from `TF_CONFIG`;
             `tpu`: a TPU (pod slice), found by `tf.distribute.cluster_resolver.TPUClusterResolver`.
-        tpu: For `tpu`: the TPU's name or `grpc://` address, `"local"` on a TPU VM; None lets
-            the resolver find it from the environment.
+        tpu: For `tpu`: the TPU's name or `grpc://` address, `"local"` on a TPU VM; None reads
+            the `TPU_NAME` environment variable, and without it lets the resolver look the TPU
+            up from the Cloud metadata.
 
     Returns:
         The strategy. For `tpu` the TPU system is connected and initialised first.
@@ -49,6 +50,9 @@ def make_strategy(name: str, *, tpu: str | None = None) -> tf.distribute.Strateg
                 "on every worker; see docs/distributed.md"
             )
         return tf.distribute.MultiWorkerMirroredStrategy()
+    # The resolver reads TPU_NAME itself, but takes the direct-attached path of a TPU VM only
+    # when "local" is passed as the argument.
+    tpu = tpu or os.environ.get("TPU_NAME")
     resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
     tf.config.experimental_connect_to_cluster(resolver)
     tf.tpu.experimental.initialize_tpu_system(resolver)

@@ -1,0 +1,75 @@
+"""Mixed precision and XLA: CARL trains under every `--precision` and with `--jit_compile`."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from carl_tf import CARL
+from carl_tf.backbones import build_backbone
+from carl_tf.precision import PRECISIONS, set_precision
+
+IMAGE_SIZE = 16
+
+
+@pytest.fixture(autouse=True)
+def _restore_float32():
+    yield
+    keras.mixed_precision.set_dtype_policy("float32")
+
+
+def narrow_carl() -> CARL:
+    keras.utils.set_random_seed(0)
+    backbone = build_backbone("resnet18", width=4, image_size=IMAGE_SIZE)
+    return CARL(backbone, num_prototypes=10, projection_hidden_units=(32,), projection_dim=16)
+
+
+def images(seed: int, batch: int = 32) -> np.ndarray:
+    shape = (batch, IMAGE_SIZE, IMAGE_SIZE, 3)
+    return np.random.default_rng(seed).integers(0, 256, shape).astype("uint8")
+
+
+def test_unknown_precision_lists_the_choices():
+    with pytest.raises(ValueError, match=", ".join(PRECISIONS)):
+        set_precision("float8")
+
+
+@pytest.mark.parametrize(
+    "name, compute_dtype", [("mixed_float16", "float16"), ("mixed_bfloat16", "bfloat16")]
+)
+def test_mixed_precision_fit_keeps_float32_loss_and_weights(name, compute_dtype):
+    assert set_precision(name).name == name
+    model = narrow_carl()
+    model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
+    # Only float16 needs loss scaling; compile adds it.
+    scaled = isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert scaled == (name == "mixed_float16")
+    assert model.backbone.get_layer("stem_conv").compute_dtype == compute_dtype
+    assert {w.dtype for w in model.weights} == {"float32"}
+    start = [np.array(w) for w in model.trainable_weights]
+
+    view_a, view_b = (model.augmenter(images(seed), training=True) for seed in (0, 1))
+    figures = model._objective(view_a, view_b, training=False)
+    assert {name: v.dtype for name, v in figures.items()} == dict.fromkeys(figures, tf.float32)
+
+    dataset = tf.data.Dataset.from_tensor_slices(images(2, batch=64)).batch(32)
+    history = model.fit(dataset, epochs=2, verbose=0).history
+    assert all(np.isfinite(v).all() for v in history.values())
+    assert model.predict(images(3), verbose=0).dtype == np.float32
+    trained = [np.array(w) for w in model.trainable_weights]
+    assert all(np.isfinite(w).all() for w in trained)
+    assert sum(not np.allclose(w, w0) for w, w0 in zip(trained, start)) > len(start) // 2
+
+
+def test_xla_train_step_equals_the_graph_step():
+    views = tuple(tf.cast(images(seed), tf.float32) for seed in (4, 5))
+    dataset = tf.data.Dataset.from_tensor_slices(views).batch(16)
+    weights = {}
+    for jit_compile in (False, True):
+        model = narrow_carl()
+        model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), jit_compile=jit_compile)
+        assert model.jit_compile is jit_compile
+        model.fit(dataset, epochs=2, verbose=0)
+        weights[jit_compile] = model.get_weights()
+    for got, want in zip(weights[True], weights[False]):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
