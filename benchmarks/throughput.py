@@ -88,18 +88,26 @@ def synthetic_images(args: argparse.Namespace, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
 
 
-class _EpochTimer(keras.callbacks.Callback):
-    """Wall time of each epoch; Keras reads the metrics at epoch end, which waits for the steps."""
+def synthetic_dataset(args: argparse.Namespace) -> tf.data.Dataset:
+    """One batch of raw images, repeated: the full step's input then costs nothing."""
+    return tf.data.Dataset.from_tensors(synthetic_images(args)).repeat()
 
-    def __init__(self):
-        super().__init__()
-        self.seconds = []
+
+class _EpochTimer(keras.callbacks.Callback):
+    """Wall time of an epoch; Keras reads the metrics at epoch end, which waits for the steps."""
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
+        self.start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self._start)
+        self.seconds = time.perf_counter() - self.start
+
+
+def fit_seconds_per_step(model: CARL, dataset: tf.data.Dataset, steps: int) -> float:
+    """Seconds per step of one `fit` epoch of `steps` steps, `fit`'s set-up excluded."""
+    timer = _EpochTimer()
+    model.fit(dataset, steps_per_epoch=steps, epochs=1, callbacks=[timer], verbose=0)
+    return timer.seconds / steps
 
 
 def bare_step_function(model: CARL):
@@ -124,19 +132,16 @@ def bare_step_function(model: CARL):
 def step_seconds(full: CARL, bare: CARL, views, args: argparse.Namespace) -> tuple[list, list]:
     """Seconds per step of the full and the bare step, in alternating repeats.
 
-    The full step is `fit` on one synthetic batch repeated, so its input costs nothing. The two
-    alternate so that a change in the load of a shared machine hits both alike.
+    The two alternate so that a change in the load of a shared machine hits both alike.
     """
-    dataset = tf.data.Dataset.from_tensors(synthetic_images(args)).repeat()
+    dataset = synthetic_dataset(args)
     bare_step = tf.function(bare_step_function(bare), jit_compile=args.jit_compile)
-    full.fit(dataset, steps_per_epoch=args.warmup, epochs=1, verbose=0)  # traces
+    fit_seconds_per_step(full, dataset, args.warmup)  # traces
     for _ in range(args.warmup):
         bare_step(*views).numpy()
     full_seconds, bare_seconds = [], []
     for _ in range(args.repeats):
-        timer = _EpochTimer()
-        full.fit(dataset, steps_per_epoch=args.steps, epochs=1, callbacks=[timer], verbose=0)
-        full_seconds.append(timer.seconds[0] / args.steps)
+        full_seconds.append(fit_seconds_per_step(full, dataset, args.steps))
         start = time.perf_counter()
         for _ in range(args.steps):
             loss = bare_step(*views)
@@ -157,20 +162,18 @@ def compare_settings(args: argparse.Namespace) -> dict[str, float]:
         for jit_compile in (False, True):
             models[precision + (" + XLA" if jit_compile else "")] = build_model(args, jit_compile)
     set_precision(args.precision)
-    dataset = tf.data.Dataset.from_tensors(synthetic_images(args)).repeat()
+    dataset = synthetic_dataset(args)
     seconds = {name: [] for name in models}
     for model in models.values():
-        model.fit(dataset, steps_per_epoch=args.warmup, epochs=1, verbose=0)
+        fit_seconds_per_step(model, dataset, args.warmup)  # traces
     for _ in range(args.repeats):
         for name, model in models.items():
-            timer = _EpochTimer()
-            model.fit(dataset, steps_per_epoch=args.steps, epochs=1, callbacks=[timer], verbose=0)
-            seconds[name].append(timer.seconds[0] / args.steps)
+            seconds[name].append(fit_seconds_per_step(model, dataset, args.steps))
     return {name: args.batch_size / statistics.median(s) for name, s in seconds.items()}
 
 
 def flops_per_step(model: CARL, views) -> float:
-    """Float operations of one bare step (both views, forward and backward), by the profiler."""
+    """Float operations of one bare step (both views forward, the anchor back), by the profiler."""
     graph = tf.function(bare_step_function(model)).get_concrete_function(*views).graph
     options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
     options["output"] = "none"
