@@ -142,8 +142,10 @@ def pretrain(config, workdir: str, overwrite: bool = False) -> int:
     run_dir = RunDirectory(worker_workdir(workdir, strategy))
     if not overwrite:
         run_dir.check_config(config.to_dict())
-        if run_dir.is_finished():
-            print(f"{run_dir.path} holds a finished run; nothing to do (--overwrite trains afresh)")
+        # The chief's export is the one finish line: a worker's own scratch directory is gone
+        # after a finished run, and a worker that trained alone would wait for the chief forever.
+        if RunDirectory(workdir).is_finished():
+            print(f"{workdir} holds a finished run; nothing to do (--overwrite trains afresh)")
             return 0
 
     # Data problems surface before anything is written (or, with --overwrite, deleted).
