@@ -17,6 +17,7 @@ from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from carl_tf.cli import UsageError, exit_on_usage_error, parse_flags  # noqa: E402
+from carl_tf.precision import PRECISIONS  # noqa: E402
 from carl_tf.training import pretrain  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -77,8 +78,9 @@ _OVERRIDES = {
     "precision": flags.DEFINE_enum(
         "precision",
         None,
-        ["float32", "mixed_bfloat16", "mixed_float16"],
-        "Keras dtype policy; the loss and the softmax stay float32.",
+        list(PRECISIONS),
+        "Keras dtype policy; auto = mixed_bfloat16 on TPUs and on CPUs with native bfloat16, "
+        "else float32. The loss and the softmax stay float32.",
     ),
     "jit_compile": flags.DEFINE_bool("jit_compile", None, "Compile the train step with XLA."),
 }

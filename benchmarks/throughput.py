@@ -196,7 +196,7 @@ def input_pairs_per_s(source: data.ImageSource, args: argparse.Namespace) -> flo
 
 def main() -> None:
     args = parse_args()
-    set_precision(args.precision)
+    args.precision = set_precision(args.precision).name  # auto -> the policy it stands for
     figures = {key: getattr(args, key) for key in ("backbone", "backbone_width", "batch_size")}
     figures.update(
         image_size=args.image_size,

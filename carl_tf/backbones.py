@@ -186,7 +186,8 @@ def resnet(
             stride = 2 if stage > 1 and index == 1 else 1
             x = block(x, filters, stride, synchronized_batchnorm, f"stage{stage}_block{index}")
 
-    features = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    # Pooled in float32 under every policy: features leave the backbone (kNN, export) in float32.
+    features = keras.layers.GlobalAveragePooling2D(name="avg_pool", dtype="float32")(x)
     return keras.Model(images, features, name=name or f"resnet{depth}")
 
 

@@ -29,16 +29,19 @@ class ProjectionHead(keras.layers.Layer):
         self.hidden_units = tuple(int(u) for u in hidden_units)
         self.output_dim = int(output_dim)
         self.synchronized_batchnorm = bool(synchronized_batchnorm)
+        # Sublayers take the head's policy, not the global one: a head loaded under another
+        # global policy than it was saved with computes as it trained.
+        dtype = self.dtype_policy
         self.hidden_layers = []
         for i, units in enumerate(self.hidden_units):
             self.hidden_layers += [
-                keras.layers.Dense(units, use_bias=False, name=f"hidden_{i}"),
+                keras.layers.Dense(units, use_bias=False, dtype=dtype, name=f"hidden_{i}"),
                 keras.layers.BatchNormalization(
-                    synchronized=self.synchronized_batchnorm, name=f"hidden_{i}_bn"
+                    synchronized=self.synchronized_batchnorm, dtype=dtype, name=f"hidden_{i}_bn"
                 ),
-                keras.layers.ReLU(name=f"hidden_{i}_relu"),
+                keras.layers.ReLU(dtype=dtype, name=f"hidden_{i}_relu"),
             ]
-        self.output_layer = keras.layers.Dense(self.output_dim, name="output")
+        self.output_layer = keras.layers.Dense(self.output_dim, dtype=dtype, name="output")
 
     def build(self, input_shape):
         shape = tuple(input_shape)

@@ -64,10 +64,13 @@ class CARL(keras.Model):
             projection_hidden_units,
             projection_dim,
             synchronized_batchnorm=synchronized_batchnorm,
+            dtype=self.dtype_policy,  # the model's saved policy on load, not the global one
             name="projection_head",
         )
         # The kernel's K columns are the prototypes c_k; q_i[k] = <z_i, c_k> (eq. 2).
-        self.assigner = keras.layers.Dense(self.num_prototypes, use_bias=False, name="assigner")
+        self.assigner = keras.layers.Dense(
+            self.num_prototypes, use_bias=False, dtype=self.dtype_policy, name="assigner"
+        )
         # A variable, not a Python float: a float would be frozen into the traced train step.
         self.kl_weight = keras.Variable(
             float(kl_weight), trainable=False, dtype="float32", name="kl_weight"

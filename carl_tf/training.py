@@ -14,7 +14,7 @@ from carl_tf.callbacks import CollapseWarning, KLWeightSchedule, KNNMonitor, Run
 from carl_tf.cli import UsageError
 from carl_tf.export import export_run
 from carl_tf.model import CARL
-from carl_tf.precision import set_precision
+from carl_tf.precision import PRECISIONS, set_precision
 from carl_tf.strategy import is_chief, make_strategy, worker_workdir
 from carl_tf.workdir import RunDirectory
 
@@ -42,6 +42,11 @@ def validate_config(config) -> None:
         raise UsageError(
             f"unknown backbone {config.backbone!r}; choose --backbone from "
             f"{', '.join(backbones.BACKBONES)}"
+        )
+    if config.precision not in PRECISIONS:
+        raise UsageError(
+            f"unknown precision {config.precision!r}; choose --precision from "
+            f"{', '.join(PRECISIONS)}"
         )
     if not 0.0 <= config.holdout < 1.0:
         raise UsageError(f"holdout must be in [0, 1), got {config.holdout}; fix --holdout")
@@ -133,7 +138,8 @@ def load_knn_sets(config):
 def pretrain(config, workdir: str, overwrite: bool = False) -> int:
     """Runs (or resumes) one pretraining run; returns the process exit code."""
     validate_config(config)
-    set_precision(config.precision)
+    policy = set_precision(config.precision, strategy=config.strategy).name
+    logging.info("precision %s: Keras dtype policy %s", config.precision, policy)
     keras.utils.set_random_seed(config.seed)
     try:
         strategy = make_strategy(config.strategy)
@@ -158,7 +164,10 @@ def pretrain(config, workdir: str, overwrite: bool = False) -> int:
     run_dir.create(config.to_dict(), overwrite=overwrite)
     with strategy.scope():
         model = build_model(config, steps_per_epoch)
-    checkpoint, epochs_done = run_dir.latest_checkpoint()
+    # Every worker resumes from the chief's newest checkpoint (the workdir is on storage all
+    # hosts see): after a crash between the chief's and a worker's write of the same epoch,
+    # their own newest checkpoints stand an epoch apart, and workers must restart in step.
+    checkpoint, epochs_done = RunDirectory(workdir).latest_checkpoint()
     if checkpoint:
         model.optimizer.build(model.trainable_variables)
         model.load_weights(checkpoint)
@@ -204,7 +213,7 @@ def pretrain(config, workdir: str, overwrite: bool = False) -> int:
     )
     if nan_guard.failed_at:
         epoch, batch = nan_guard.failed_at
-        hint = "" if config.precision == "float32" else " or use --precision=float32"
+        hint = "" if policy == "float32" else " or use --precision=float32"
         print(
             f"error: the loss became NaN at epoch {epoch}, batch {batch}; lower --learning_rate "
             f"(now {config.learning_rate}){hint} and rerun with --overwrite",

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from carl_tf import CARL
 from carl_tf.backbones import build_backbone
-from carl_tf.precision import PRECISIONS, set_precision
+from carl_tf.precision import PRECISIONS, cpu_flags, resolve_precision, set_precision
 
 IMAGE_SIZE = 16
 
@@ -35,6 +35,41 @@ def test_unknown_precision_lists_the_choices():
 
 
 @pytest.mark.parametrize(
+    "strategy, num_gpus, flags, policy",
+    [
+        ("default", 0, {"avx512f", "avx512_bf16"}, "mixed_bfloat16"),  # Zen 4/5, Cooper Lake
+        ("default", 0, {"avx512f", "amx_bf16", "amx_tile"}, "mixed_bfloat16"),  # Sapphire Rapids
+        ("default", 0, {"avx2", "avx512f"}, "float32"),  # bfloat16 only emulated
+        ("default", 0, set(), "float32"),  # no /proc/cpuinfo: macOS, Windows
+        ("mirrored", 2, {"avx512_bf16"}, "float32"),  # GPUs: not measured here, stay exact
+        ("tpu", 0, set(), "mixed_bfloat16"),  # the TPU's native type
+    ],
+)
+def test_auto_picks_bfloat16_only_where_it_is_native(strategy, num_gpus, flags, policy):
+    assert resolve_precision("auto", strategy=strategy, num_gpus=num_gpus, flags=flags) == policy
+
+
+@pytest.mark.parametrize("name", ["float32", "mixed_bfloat16", "mixed_float16"])
+def test_an_explicit_precision_is_kept_whatever_the_hardware(name):
+    assert resolve_precision(name, strategy="tpu", num_gpus=0, flags={"avx512_bf16"}) == name
+    assert resolve_precision(name, num_gpus=4, flags=set()) == name
+
+
+def test_cpu_flags_reads_the_flags_line(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu avx512_bf16 sse\n\n")
+    assert cpu_flags(str(cpuinfo)) == {"fpu", "avx512_bf16", "sse"}
+    assert cpu_flags(str(tmp_path / "missing")) == frozenset()
+
+
+def test_backbone_features_are_float32_under_bfloat16():
+    set_precision("mixed_bfloat16")
+    backbone = build_backbone("resnet18", width=4, image_size=IMAGE_SIZE)
+    assert backbone.get_layer("stage4_block2_conv2").compute_dtype == "bfloat16"
+    assert backbone(images(0).astype("float32")).dtype == tf.float32
+
+
+@pytest.mark.parametrize(
     "name, compute_dtype", [("mixed_float16", "float16"), ("mixed_bfloat16", "bfloat16")]
 )
 def test_mixed_precision_fit_keeps_float32_loss_and_weights(name, compute_dtype):
@@ -59,6 +94,18 @@ def test_mixed_precision_fit_keeps_float32_loss_and_weights(name, compute_dtype)
     trained = [np.array(w) for w in model.trainable_weights]
     assert all(np.isfinite(w).all() for w in trained)
     assert sum(not np.allclose(w, w0) for w, w0 in zip(trained, start)) > len(start) // 2
+
+
+def test_a_bfloat16_model_loads_as_it_trained_under_a_float32_policy(tmp_path):
+    set_precision("mixed_bfloat16")
+    model = narrow_carl()
+    expected = model.predict(images(6), verbose=0)
+    model.save(tmp_path / "carl.keras")
+    keras.mixed_precision.set_dtype_policy("float32")  # e.g. evaluate.py, a user's notebook
+    loaded = keras.saving.load_model(tmp_path / "carl.keras")
+    for layer in (loaded.projection_head, *loaded.projection_head.hidden_layers, loaded.assigner):
+        assert layer.compute_dtype == "bfloat16", layer.name
+    np.testing.assert_allclose(loaded.predict(images(6), verbose=0), expected, atol=1e-6)
 
 
 def test_xla_train_step_equals_the_graph_step():
