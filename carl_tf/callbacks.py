@@ -70,27 +70,44 @@ class KNNMonitor(keras.callbacks.Callback):
             logging.info("epoch %d: kNN top-1 %.2f%%", epoch + 1, logs["knn_top1"])
 
 
-class CollapseWarning(keras.callbacks.Callback):
-    """Warns when the assignment collapses onto few prototypes (section 2.3's trivial solution).
+class CollapseGuard(keras.callbacks.Callback):
+    """Warns when the assignment collapses onto few prototypes (section 2.3's trivial solution)
+    and stops training once it has stayed collapsed for `patience` epochs in a row.
 
-    `prototypes_in_use` counts distinct argmax prototypes within one batch, so it can never exceed
-    the batch size: the threshold is a fraction of min(K, batch_size), not of K.
+    A collapsed CARL does not come back (every run here that fell under the threshold stayed
+    there), so training on only burns the rest of the schedule. `prototypes_in_use` counts
+    distinct argmax prototypes within one batch, so it can never exceed the batch size: the
+    threshold is a fraction of min(K, batch_size), not of K.
     """
 
-    def __init__(self, fraction: float, batch_size: int):
+    def __init__(self, fraction: float, batch_size: int, patience: int = 2):
         super().__init__()
-        self.fraction, self.batch_size = fraction, batch_size
+        self.fraction, self.batch_size, self.patience = fraction, batch_size, patience
+        self.collapsed_epochs = 0
+        self.stopped_at: int | None = None
+
+    def threshold(self) -> float:
+        """Fewest prototypes in use per batch that still count as healthy."""
+        return self.fraction * min(self.model.num_prototypes, self.batch_size)
 
     def on_epoch_end(self, epoch, logs=None):
-        in_use, k = logs.get("prototypes_in_use"), self.model.num_prototypes
-        if in_use is not None and in_use < self.fraction * min(k, self.batch_size):
-            logging.warning(
-                "epoch %d: only %.1f of %d prototypes in use per batch: the assignment is "
-                "collapsing; raise --kl_start/--kl_end or lower --learning_rate",
-                epoch + 1,
-                in_use,
-                k,
-            )
+        in_use = logs.get("prototypes_in_use")
+        if in_use is None:
+            return
+        if in_use >= self.threshold():
+            self.collapsed_epochs = 0
+            return
+        self.collapsed_epochs += 1
+        logging.warning(
+            "epoch %d: only %.1f of %d prototypes in use per batch: the assignment is "
+            "collapsing; raise --kl_start/--kl_end or lower --learning_rate",
+            epoch + 1,
+            in_use,
+            self.model.num_prototypes,
+        )
+        if self.patience and self.collapsed_epochs >= self.patience:
+            self.stopped_at = epoch + 1
+            self.model.stop_training = True
 
 
 class StopOnNaN(keras.callbacks.Callback):

@@ -10,7 +10,7 @@ from absl import logging
 
 from carl_tf import backbones, data
 from carl_tf.augment import SimCLRAugment
-from carl_tf.callbacks import CollapseWarning, KLWeightSchedule, KNNMonitor, RunRecorder, StopOnNaN
+from carl_tf.callbacks import CollapseGuard, KLWeightSchedule, KNNMonitor, RunRecorder, StopOnNaN
 from carl_tf.cli import UsageError
 from carl_tf.export import export_run
 from carl_tf.model import CARL
@@ -32,8 +32,9 @@ def validate_config(config) -> None:
     for name in ("kl_start", "kl_end", "kl_decay_epochs", "learning_rate", "weight_decay"):
         if config[name] < 0:
             raise UsageError(f"{name} must not be negative, got {config[name]}; fix --{name}")
-    if config.knn_every < 0 or config.train_subset < 0 or config.warmup_epochs < 0:
-        raise UsageError("knn_every, train_subset and warmup_epochs must not be negative")
+    counts = ("knn_every", "train_subset", "warmup_epochs", "collapse_patience")
+    if any(config[name] < 0 for name in counts):
+        raise UsageError(f"{', '.join(counts)} must not be negative")
     if config.warmup_epochs >= config.epochs:
         raise UsageError(
             f"warmup_epochs ({config.warmup_epochs}) must be fewer than epochs ({config.epochs})"
@@ -190,8 +191,11 @@ def pretrain(config, workdir: str, overwrite: bool = False) -> int:
             run_dir.append_metrics({"epoch": 0, "knn_top1": untrained})
         callbacks.append(monitor)
     nan_guard = StopOnNaN()
+    collapse_guard = CollapseGuard(
+        config.collapse_fraction, config.batch_size, patience=config.collapse_patience
+    )
     callbacks += [
-        CollapseWarning(config.collapse_fraction, config.batch_size),
+        collapse_guard,
         nan_guard,
         RunRecorder(run_dir),
         keras.callbacks.TensorBoard(run_dir.tensorboard_dir),
@@ -217,6 +221,16 @@ def pretrain(config, workdir: str, overwrite: bool = False) -> int:
         print(
             f"error: the loss became NaN at epoch {epoch}, batch {batch}; lower --learning_rate "
             f"(now {config.learning_rate}){hint} and rerun with --overwrite",
+            file=sys.stderr,
+        )
+        return 1
+    if collapse_guard.stopped_at:
+        print(
+            f"error: the assignment collapsed: fewer than {collapse_guard.threshold():g} "
+            f"prototypes in use per batch for {collapse_guard.patience} epochs, up to epoch "
+            f"{collapse_guard.stopped_at}; lower --learning_rate (now {config.learning_rate}) "
+            f"or raise --kl_start/--kl_end (now {config.kl_start}/{config.kl_end}) and rerun "
+            "with --overwrite",
             file=sys.stderr,
         )
         return 1

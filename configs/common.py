@@ -52,7 +52,10 @@ def paper_recipe() -> ml_collections.ConfigDict:
     c.knn_every = 10  # epochs; 0 turns the online kNN monitor off
     c.knn_k = 200
     c.knn_temperature = 0.1
-    c.collapse_fraction = 0.1  # warn when fewer than this fraction of the K prototypes are used
+    # Collapse: fewer than this fraction of min(K, batch) prototypes in use per batch warns;
+    # collapse_patience such epochs in a row stop the run (exit 1, no export); 0 only warns.
+    c.collapse_fraction = 0.1
+    c.collapse_patience = 2
 
     # Runtime.
     c.seed = 0

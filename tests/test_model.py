@@ -216,15 +216,35 @@ def test_paper_lambda_learns_without_collapse_and_zero_lambda_collapses():
     assert unregularised["consistency"][-1] < 0.01
 
 
-def test_collapse_warning_names_the_fix():
-    from carl_tf.callbacks import CollapseWarning
+def test_collapse_guard_warns_with_the_fix_and_stops_after_patience_epochs():
+    from carl_tf.callbacks import CollapseGuard
 
-    callback = CollapseWarning(fraction=0.1, batch_size=20)
-    callback.set_model(tiny_carl(num_prototypes=50))
+    model = tiny_carl(num_prototypes=50)
+    model.stop_training = False  # as fit sets it
+    guard = CollapseGuard(fraction=0.1, batch_size=20, patience=2)
+    guard.set_model(model)
+    warnings = []
     with pytest.MonkeyPatch.context() as patch:
-        warnings = []
         patch.setattr("absl.logging.warning", lambda msg, *args: warnings.append(msg % args))
-        callback.on_epoch_end(0, {"prototypes_in_use": 2.0})  # 10% of a batch of 20: healthy
+        guard.on_epoch_end(0, {"prototypes_in_use": 2.0})  # 10% of a batch of 20: healthy
         assert not warnings
-        callback.on_epoch_end(1, {"prototypes_in_use": 1.0})
-    assert len(warnings) == 1 and "1.0 of 50" in warnings[0] and "--kl_start" in warnings[0]
+        guard.on_epoch_end(1, {"prototypes_in_use": 1.0})
+        assert len(warnings) == 1 and "1.0 of 50" in warnings[0] and "--kl_start" in warnings[0]
+        guard.on_epoch_end(2, {"prototypes_in_use": 3.0})  # recovered: the count starts again
+        guard.on_epoch_end(3, {"prototypes_in_use": 1.0})
+        assert guard.stopped_at is None and not model.stop_training
+        guard.on_epoch_end(4, {"prototypes_in_use": 1.0})
+    assert guard.stopped_at == 5 and model.stop_training
+    assert len(warnings) == 3
+
+
+def test_collapse_guard_with_zero_patience_only_warns():
+    from carl_tf.callbacks import CollapseGuard
+
+    model = tiny_carl(num_prototypes=50)
+    model.stop_training = False  # as fit sets it
+    guard = CollapseGuard(fraction=0.1, batch_size=20, patience=0)
+    guard.set_model(model)
+    for epoch in range(5):
+        guard.on_epoch_end(epoch, {"prototypes_in_use": 1.0})
+    assert guard.stopped_at is None and not model.stop_training

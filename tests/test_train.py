@@ -228,6 +228,18 @@ def test_nan_loss_stops_with_a_message_and_no_checkpoint(tmp_path):
     assert not os.path.exists(tmp_path / "export")
 
 
+def test_collapse_stops_the_run_with_a_message_and_no_export(tmp_path):
+    # Without the KL term the consistency loss alone collapses onto one prototype (section 2.3).
+    result = train(*SMOKE, f"--workdir={tmp_path}", "--kl_start=0", "--kl_end=0", "--epochs=6")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "collapsed" in errors[0] and "--learning_rate" in errors[0]
+    rows = metrics(tmp_path)
+    assert len(rows) < 1 + 6, "stopped before the last epoch"
+    assert [float(r["prototypes_in_use"]) < 6.4 for r in rows[-2:]] == [True, True]
+    assert not os.path.exists(tmp_path / "export")
+
+
 def test_dataset_flag_picks_a_preset_and_keeps_its_data(tmp_path):
     """--dataset=PRESET trains on the preset's own source (cifar10_cpu names an image folder)."""
     result = train("--dataset=cifar10_cpu", f"--workdir={tmp_path / 'run'}", "--batch_size=999999")
