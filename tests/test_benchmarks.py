@@ -1,0 +1,39 @@
+"""The benchmark scripts run and report consistent figures (their speed is never asserted)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--backbone_width=4", "--batch_size=16", "--image_size=16"]
+
+
+def run_benchmark(script: str, *args: str) -> dict:
+    """Runs benchmarks/SCRIPT from the repository root; returns its last line, a JSON object."""
+    env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    result = subprocess.run(
+        [sys.executable, os.path.join("benchmarks", script), *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_profile_splits_the_step_into_parts_and_kinds_of_op(tmp_path):
+    figures = run_benchmark(
+        "profile_step.py", *TINY, "--steps=2", "--warmup=1", f"--logdir={tmp_path}"
+    )
+    by_part, by_kind = figures["share_by_part"], figures["share_by_kind"]
+    assert {"forward and loss", "backward", "view making", "optimizer update"} <= set(by_part)
+    assert {"convolution", "convolution gradients", "batch norm"} <= set(by_kind)
+    assert sum(by_part.values()) == pytest.approx(1.0)
+    assert sum(by_kind.values()) == pytest.approx(1.0)
+    assert figures["op_seconds"] > 0
+    assert list(tmp_path.glob("**/*.xplane.pb")), "the trace stays for TensorBoard"
