@@ -26,8 +26,13 @@ import keras
 import tensorflow as tf
 from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
-from benchmarks.throughput import build_model, fit_seconds_per_step, synthetic_dataset
-from carl_tf.precision import PRECISIONS, set_precision
+from benchmarks.throughput import (
+    add_model_args,
+    build_model,
+    fit_seconds_per_step,
+    synthetic_dataset,
+)
+from carl_tf.precision import set_precision
 
 # (kind, op types) in order of precedence, oneDNN's `_MklNative`/`_Fused` variants included.
 OP_KINDS = (
@@ -39,12 +44,7 @@ OP_KINDS = (
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--backbone", default="resnet18")
-    parser.add_argument("--backbone_width", type=int, default=16)
-    parser.add_argument("--batch_size", type=int, default=256)
-    parser.add_argument("--image_size", type=int, default=32)
-    parser.add_argument("--precision", default="auto", choices=PRECISIONS)
-    parser.add_argument("--jit_compile", action=argparse.BooleanOptionalAction, default=False)
+    add_model_args(parser, precision="auto")
     parser.add_argument("--steps", type=int, default=5, help="traced steps")
     parser.add_argument("--warmup", type=int, default=3, help="untraced steps (incl. tracing)")
     parser.add_argument("--logdir", default=None, help="where the trace goes; default a temp dir")

@@ -44,14 +44,19 @@ NUM_PROTOTYPES = 100
 WEIGHT_DECAY = 5e-4
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def add_model_args(parser: argparse.ArgumentParser, precision: str) -> None:
+    """The flags that choose the model and step to measure (shared with profile_step.py)."""
     parser.add_argument("--backbone", default="resnet18")
     parser.add_argument("--backbone_width", type=int, default=16)
     parser.add_argument("--batch_size", type=int, default=256)
     parser.add_argument("--image_size", type=int, default=32)
-    parser.add_argument("--precision", default="float32", choices=PRECISIONS)
+    parser.add_argument("--precision", default=precision, choices=PRECISIONS)
     parser.add_argument("--jit_compile", action=argparse.BooleanOptionalAction, default=False)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_model_args(parser, precision="float32")
     parser.add_argument("--steps", type=int, default=10, help="steps per timed repeat")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats; median reported")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps (incl. tracing)")

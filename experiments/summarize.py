@@ -2,11 +2,13 @@
 
 python experiments/summarize.py [--runs=/tmp/runs] NAME...
 
-Wall time is read from the queue log (experiments/run_queue.sh: "trained NAME rc=0 in N s",
-which covers data loading, every epoch, the kNN checks and the export, not the probe).
+Wall time is read from the queue logs, RUNS/queue*.log (experiments/run_queue.sh: "trained NAME
+rc=0 in N s", which covers data loading, every epoch, the kNN checks and the export, not the
+probe).
 """
 
 import csv
+import glob
 import json
 import os
 import re
@@ -26,7 +28,7 @@ def main(argv):
         else:
             names.append(arg)
     os.makedirs(RESULTS, exist_ok=True)
-    queue_log = open(os.path.join(runs, "queue.log")).read()
+    queue_log = "".join(open(path).read() for path in glob.glob(os.path.join(runs, "queue*.log")))
     print(
         "| run | epochs | wall time | prototypes in use (end) | kNN untrained | kNN trained "
         "| linear top-1 |"
