@@ -20,6 +20,8 @@ from collections.abc import Callable
 
 import keras
 
+from carl_tf.normalization import FusedBatchNormalization
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -48,7 +50,7 @@ def _batch_norm(
     synchronized: bool, name: str, zero_gamma: bool = False
 ) -> keras.layers.BatchNormalization:
     # momentum/epsilon match PyTorch's BatchNorm2d defaults (CARL's reference).
-    return keras.layers.BatchNormalization(
+    return FusedBatchNormalization(
         synchronized=synchronized,
         momentum=0.9,
         epsilon=1e-5,

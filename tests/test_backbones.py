@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from carl_tf import backbones
+from carl_tf.normalization import FusedBatchNormalization
 
 WIDTH = 8  # Narrow nets keep every test CPU-cheap.
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -195,6 +196,7 @@ def test_batchnorm_synchronization_flag(synchronized):
     # Stem + 2 per block x 8 blocks + 3 projection shortcuts.
     assert len(batch_norms) == 1 + 16 + 3
     assert all(layer.synchronized == synchronized for layer in batch_norms)
+    assert all(isinstance(layer, FusedBatchNormalization) for layer in batch_norms)
     assert all(layer.momentum == 0.9 and layer.epsilon == 1e-5 for layer in batch_norms)
 
 

@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from carl_tf import CARL, KLWeightSchedule, losses
 from carl_tf.augment import SimCLRAugment
+from carl_tf.normalization import FusedBatchNormalization
 
 IMAGE_SIZE = 16
 
@@ -16,7 +17,7 @@ def tiny_backbone(width=8, name="tiny"):
     inputs = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3))
     x = keras.layers.Rescaling(1 / 255.0)(inputs)
     x = keras.layers.Conv2D(width, 3, use_bias=False)(x)
-    x = keras.layers.BatchNormalization(synchronized=True)(x)
+    x = FusedBatchNormalization(synchronized=True)(x)  # fused on one replica, Keras's on two
     x = keras.layers.ReLU()(x)
     x = keras.layers.Conv2D(2 * width, 3, strides=2, activation="relu")(x)
     outputs = keras.layers.GlobalAveragePooling2D()(x)
