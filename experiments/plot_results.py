@@ -22,8 +22,12 @@ BATCH = 128  # at most this many prototypes can be in use in one batch
 # figure name -> (title, [(csv stem, legend label, K)], plot prototypes as a fraction of K)
 FIGURES = {
     "main_curves": (
-        "Main run: 45k images, 12 epochs",
-        [("main", "CARL, CPU preset", 100)],
+        "Main runs: 45k images",
+        [
+            ("main3", "preset: lr 0.12, 30 epochs, bfloat16", 100),
+            ("main2", "lr 0.12, 18 epochs, bfloat16", 100),
+            ("main", "lr 0.06, 12 epochs, float32 (session 1)", 100),
+        ],
         False,
     ),
     "tuning_curves": (
@@ -31,13 +35,43 @@ FIGURES = {
         [
             ("tuneA_b128_lr03", "A: batch 128, lr 0.03, crop 0.08, head 2048", 100),
             ("tuneB_crop02_head512", "B: A + crop 0.2, head 512", 100),
-            ("tuneC_lr06", "C: B + lr 0.06 (preset)", 100),
+            ("tuneC_lr06", "C: B + lr 0.06", 100),
             ("tuneD_lr12", "D: C at lr 0.12", 100),
+            ("tuneE_bf16_lr12", "E: D in bfloat16 (preset)", 100),
+            ("tuneF_bf16_lr24", "F: E at lr 0.24 (collapsed)", 100),
+            ("tuneG_bf16_b64_lr12", "G: E at batch 64 (stopped)", 100),
+            ("tuneH_wd1e4", "H: preset, weight decay 1e-4", 100),
         ],
         False,
     ),
     "ablation_lambda": (
-        "lambda schedule (10k subset, K=100)",
+        "lambda schedule (10k subset, K=100, preset lr 0.12)",
+        [
+            ("abl2_base", "decay 4 -> 1.5", 100),
+            ("abl2_lambda_const4", "constant 4", 100),
+            ("abl2_lambda_const15", "constant 1.5", 100),
+        ],
+        False,
+    ),
+    "ablation_k": (
+        "Number of prototypes K (10k subset, preset lr 0.12)",
+        [
+            ("abl2_k10", "K = 10", 10),
+            ("abl2_base", "K = 100", 100),
+            ("abl2_k1000", "K = 1000", 1000),
+        ],
+        True,
+    ),
+    "ablation_symmetric": (
+        "One-sided vs symmetrised loss (10k subset, preset lr 0.12)",
+        [
+            ("abl2_base", "one-sided (paper)", 100),
+            ("abl2_symmetric", "symmetrised", 100),
+        ],
+        False,
+    ),
+    "ablation_lambda_lr06": (
+        "lambda schedule (10k subset, K=100, lr 0.06, session 1)",
         [
             ("tuneC_lr06", "decay 4 -> 1.5", 100),
             ("abl_lambda_const4", "constant 4", 100),
@@ -45,8 +79,8 @@ FIGURES = {
         ],
         False,
     ),
-    "ablation_k": (
-        "Number of prototypes K (10k subset)",
+    "ablation_k_lr06": (
+        "Number of prototypes K (10k subset, lr 0.06, session 1)",
         [
             ("abl_k10", "K = 10", 10),
             ("tuneC_lr06", "K = 100", 100),
@@ -54,8 +88,8 @@ FIGURES = {
         ],
         True,
     ),
-    "ablation_symmetric": (
-        "One-sided vs symmetrised loss (10k subset)",
+    "ablation_symmetric_lr06": (
+        "One-sided vs symmetrised loss (10k subset, lr 0.06, session 1)",
         [
             ("tuneC_lr06", "one-sided (paper)", 100),
             ("abl_symmetric", "symmetrised", 100),
