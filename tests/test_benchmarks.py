@@ -37,3 +37,9 @@ def test_profile_splits_the_step_into_parts_and_kinds_of_op(tmp_path):
     assert sum(by_kind.values()) == pytest.approx(1.0)
     assert figures["op_seconds"] > 0
     assert list(tmp_path.glob("**/*.xplane.pb")), "the trace stays for TensorBoard"
+
+
+def test_batchnorm_ab_times_both_models():
+    figures = run_benchmark("batchnorm_ab.py", *TINY, "--steps=1", "--repeats=1", "--warmup=1")
+    assert figures["fused_pairs_per_s"] > 0 and figures["keras_pairs_per_s"] > 0
+    assert figures["speedup_range"][0] <= figures["speedup"] <= figures["speedup_range"][1]

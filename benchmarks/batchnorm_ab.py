@@ -1,0 +1,59 @@
+"""The full training step with the fused BatchNorm against Keras's own, timed in alternation.
+
+Builds the benchmark's CARL (benchmarks/throughput.py: ResNet-18 width 16, batch 256, the
+paper's head) twice in one process: once as the library builds it
+(`carl_tf.normalization.FusedBatchNormalization`) and once with `keras.layers.BatchNormalization`
+in its place (the class `carl_tf.backbones` instantiates is swapped for the second build). The two
+take turns, `--repeats` rounds of `--steps` steps, so load from other jobs hits both alike.
+Prints the figures as ONE JSON LINE.
+
+Run:
+    TF_CPP_MIN_LOG_LEVEL=2 PYTHONPATH=. python benchmarks/batchnorm_ab.py --precision mixed_bfloat16
+"""
+
+import json
+import statistics
+
+import keras
+
+from benchmarks.throughput import build_model, fit_seconds_per_step, parse_args, synthetic_dataset
+from carl_tf import backbones
+from carl_tf.precision import set_precision
+
+
+def build_with_keras_batchnorm(args):
+    """The same model with Keras's BatchNormalization in the backbone."""
+    fused = backbones.FusedBatchNormalization
+    backbones.FusedBatchNormalization = keras.layers.BatchNormalization
+    try:
+        return build_model(args)
+    finally:
+        backbones.FusedBatchNormalization = fused
+
+
+def main() -> None:
+    args = parse_args()
+    args.precision = set_precision(args.precision).name
+    keras.utils.set_random_seed(0)
+    models = {"fused": build_model(args), "keras": build_with_keras_batchnorm(args)}
+    dataset = synthetic_dataset(args)
+    for model in models.values():
+        fit_seconds_per_step(model, dataset, args.warmup)  # traces
+    seconds = {name: [] for name in models}
+    for _ in range(args.repeats):
+        for name, model in models.items():
+            seconds[name].append(fit_seconds_per_step(model, dataset, args.steps))
+    speedups = [k / f for f, k in zip(seconds["fused"], seconds["keras"])]
+    figures = {
+        "precision": args.precision,
+        "batch_size": args.batch_size,
+        "fused_pairs_per_s": args.batch_size / statistics.median(seconds["fused"]),
+        "keras_pairs_per_s": args.batch_size / statistics.median(seconds["keras"]),
+        "speedup": statistics.median(speedups),
+        "speedup_range": [min(speedups), max(speedups)],
+    }
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
