@@ -52,8 +52,8 @@ def parse_args() -> argparse.Namespace:
 
 
 def op_kind(scope: str, op_type: str) -> str:
-    """The kind of an op: by its type, else "batch norm" inside a BatchNorm layer ("*_bn*"; the
-    synchronized BatchNorm computes its moments with plain reductions), else "other"."""
+    """The kind of an op: by its type, else "batch norm" inside a BatchNorm layer ("*_bn*":
+    the fused kernel, or the dozen plain ops of Keras's own BatchNorm), else "other"."""
     for kind, markers in OP_KINDS:
         if any(marker in op_type for marker in markers):
             return kind

@@ -54,12 +54,17 @@ def add_model_args(parser: argparse.ArgumentParser, precision: str) -> None:
     parser.add_argument("--jit_compile", action=argparse.BooleanOptionalAction, default=False)
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_model_args(parser, precision="float32")
+def add_timing_args(parser: argparse.ArgumentParser) -> None:
+    """How long to time each setting (shared with batchnorm_ab.py)."""
     parser.add_argument("--steps", type=int, default=10, help="steps per timed repeat")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats; median reported")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps (incl. tracing)")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_model_args(parser, precision="float32")
+    add_timing_args(parser)
     parser.add_argument("--folder", default=None, help="JPEG tree for the input pipeline")
     parser.add_argument("--input_batches", type=int, default=50)
     parser.add_argument(

@@ -57,7 +57,9 @@ def resolve_precision(
         ValueError: If `name` is not one of `PRECISIONS`.
     """
     if name not in PRECISIONS:
-        raise ValueError(f"unknown precision {name!r}; choose one of {', '.join(PRECISIONS)}")
+        raise ValueError(
+            f"unknown precision {name!r}; choose --precision from {', '.join(PRECISIONS)}"
+        )
     if name != "auto":
         return name
     if strategy == "tpu":

@@ -14,7 +14,7 @@ from carl_tf.callbacks import CollapseGuard, KLWeightSchedule, KNNMonitor, RunRe
 from carl_tf.cli import UsageError
 from carl_tf.export import export_run
 from carl_tf.model import CARL
-from carl_tf.precision import PRECISIONS, set_precision
+from carl_tf.precision import set_precision
 from carl_tf.strategy import is_chief, make_strategy, worker_workdir
 from carl_tf.workdir import RunDirectory
 
@@ -32,9 +32,11 @@ def validate_config(config) -> None:
     for name in ("kl_start", "kl_end", "kl_decay_epochs", "learning_rate", "weight_decay"):
         if config[name] < 0:
             raise UsageError(f"{name} must not be negative, got {config[name]}; fix --{name}")
-    counts = ("knn_every", "train_subset", "warmup_epochs", "collapse_patience")
-    if any(config[name] < 0 for name in counts):
-        raise UsageError(f"{', '.join(counts)} must not be negative")
+    for name in ("knn_every", "train_subset", "warmup_epochs", "collapse_patience"):
+        if config[name] < 0:
+            raise UsageError(
+                f"{name} must not be negative, got {config[name]}; fix --config.{name}"
+            )
     if config.warmup_epochs >= config.epochs:
         raise UsageError(
             f"warmup_epochs ({config.warmup_epochs}) must be fewer than epochs ({config.epochs})"
@@ -43,11 +45,6 @@ def validate_config(config) -> None:
         raise UsageError(
             f"unknown backbone {config.backbone!r}; choose --backbone from "
             f"{', '.join(backbones.BACKBONES)}"
-        )
-    if config.precision not in PRECISIONS:
-        raise UsageError(
-            f"unknown precision {config.precision!r}; choose --precision from "
-            f"{', '.join(PRECISIONS)}"
         )
     if not 0.0 <= config.holdout < 1.0:
         raise UsageError(f"holdout must be in [0, 1), got {config.holdout}; fix --holdout")
@@ -139,19 +136,20 @@ def load_knn_sets(config):
 def pretrain(config, workdir: str, overwrite: bool = False) -> int:
     """Runs (or resumes) one pretraining run; returns the process exit code."""
     validate_config(config)
-    policy = set_precision(config.precision, strategy=config.strategy).name
-    logging.info("precision %s: Keras dtype policy %s", config.precision, policy)
     keras.utils.set_random_seed(config.seed)
     try:
+        policy = set_precision(config.precision, strategy=config.strategy).name
         strategy = make_strategy(config.strategy)
-    except ValueError as error:
+    except ValueError as error:  # an unknown --precision or --strategy
         raise UsageError(str(error)) from error
+    logging.info("precision %s: Keras dtype policy %s", config.precision, policy)
+    chief_dir = RunDirectory(workdir)
     run_dir = RunDirectory(worker_workdir(workdir, strategy))
     if not overwrite:
         run_dir.check_config(config.to_dict())
         # The chief's export is the one finish line: a worker's own scratch directory is gone
         # after a finished run, and a worker that trained alone would wait for the chief forever.
-        if RunDirectory(workdir).is_finished():
+        if chief_dir.is_finished():
             print(f"{workdir} holds a finished run; nothing to do (--overwrite trains afresh)")
             return 0
 
@@ -168,7 +166,7 @@ def pretrain(config, workdir: str, overwrite: bool = False) -> int:
     # Every worker resumes from the chief's newest checkpoint (the workdir is on storage all
     # hosts see): after a crash between the chief's and a worker's write of the same epoch,
     # their own newest checkpoints stand an epoch apart, and workers must restart in step.
-    checkpoint, epochs_done = RunDirectory(workdir).latest_checkpoint()
+    checkpoint, epochs_done = chief_dir.latest_checkpoint()
     if checkpoint:
         model.optimizer.build(model.trainable_variables)
         model.load_weights(checkpoint)

@@ -60,7 +60,7 @@ def paper_recipe() -> ml_collections.ConfigDict:
     # Runtime.
     c.seed = 0
     c.strategy = "auto"
-    # auto: mixed_bfloat16 on TPUs and on CPUs that compute bfloat16 natively (1.2x float32 on
+    # auto: mixed_bfloat16 on TPUs and on CPUs that compute bfloat16 natively (1.6x float32 on
     # this project's CPU, docs/benchmarks.md), float32 elsewhere (carl_tf.precision).
     c.precision = "auto"
     c.jit_compile = False

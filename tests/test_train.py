@@ -176,6 +176,7 @@ BAD_INPUTS = {
     "batch over dataset": (["--batch_size=5000"], "batch size"),
     "unknown flag": (["--no_such_flag=1"], "no_such_flag"),
     "unknown precision": (["--config.precision=float8"], "mixed_bfloat16"),
+    "negative collapse_patience": (["--config.collapse_patience=-1"], "collapse_patience"),
 }
 
 
