@@ -32,7 +32,7 @@ from benchmarks.throughput import (
     fit_seconds_per_step,
     synthetic_dataset,
 )
-from carl_tf.precision import set_precision
+from carl_tf.run.precision import set_precision
 
 # (kind, op types) in order of precedence, oneDNN's `_MklNative`/`_Fused` variants included.
 OP_KINDS = (

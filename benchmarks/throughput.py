@@ -33,9 +33,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from carl_tf import CARL, data, losses
-from carl_tf.backbones import build_backbone
-from carl_tf.precision import PRECISIONS, set_precision
+from carl_tf import CARL, data
+from carl_tf.method import losses
+from carl_tf.method.backbones import build_backbone
+from carl_tf.run.precision import PRECISIONS, set_precision
 
 # The paper's head and K for CIFAR (configs/common.py); SGD as train.py builds it.
 PROJECTION_HIDDEN_UNITS = (2048, 2048)
@@ -76,9 +77,19 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def build_model(args: argparse.Namespace, jit_compile: bool | None = None) -> CARL:
-    """The benchmark's CARL, under the dtype policy in effect; XLA as `--jit_compile` by default."""
-    backbone = build_backbone(args.backbone, width=args.backbone_width, image_size=args.image_size)
+def build_model(
+    args: argparse.Namespace, jit_compile: bool | None = None, norm_layer=None
+) -> CARL:
+    """The benchmark's CARL, under the dtype policy in effect; XLA as `--jit_compile` by default.
+
+    `norm_layer` replaces the backbone's BatchNorm factory (see `batch_norm`).
+    """
+    backbone = build_backbone(
+        args.backbone,
+        width=args.backbone_width,
+        image_size=args.image_size,
+        norm_layer=norm_layer,
+    )
     model = CARL(
         backbone,
         num_prototypes=NUM_PROTOTYPES,

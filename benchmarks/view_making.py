@@ -24,7 +24,7 @@ import keras
 import keras_cv
 import tensorflow as tf
 
-from carl_tf import augment
+from carl_tf.method import augment
 
 BATCH_SIZE = 256
 SIZES = (32, 96)

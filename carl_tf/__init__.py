@@ -1,33 +1,67 @@
-"""carl_tf: Consistent Assignment for Representation Learning (CARL) in Keras 3 / TensorFlow."""
+"""carl_tf: Consistent Assignment for Representation Learning (CARL) in Keras 3 / TensorFlow.
 
-import os
-import sys
+Importing the package registers every Keras class its saved models contain, so
+`keras.saving.load_model` reads any `.keras` file carl_tf writes after `import carl_tf` alone.
+The jobs (`pretrain`, `evaluate`, `load_model`) and `KNNMonitor` load on first use, so the
+import stays light: no TFDS, scikit-learn or flags.
+"""
+
+import importlib
+from importlib import metadata
+
+from carl_tf import _entry_point
+
+_entry_point.import_tensorflow_quietly()
+
+from carl_tf import errors  # noqa: E402
+from carl_tf.method import backbones, losses, schedules  # noqa: E402
+from carl_tf.method.augment import SimCLRAugment  # noqa: E402
+from carl_tf.method.heads import ProjectionHead  # noqa: E402
+from carl_tf.method.model import CARL  # noqa: E402
+from carl_tf.method.normalization import FusedBatchNormalization  # noqa: E402
+from carl_tf.method.schedules import KLWeightSchedule  # noqa: E402
+
+try:
+    __version__ = metadata.version("carl_tf")
+except metadata.PackageNotFoundError:  # a checkout on sys.path, not installed
+    __version__ = "0+unknown"
+
+# Public name -> module that defines it, imported on first access (PEP 562).
+_LAZY = {
+    "pretrain": "carl_tf.training.pretrain",
+    "PretrainResult": "carl_tf.training.pretrain",
+    "evaluate": "carl_tf.evaluation.evaluate",
+    "EvaluationResult": "carl_tf.evaluation.evaluate",
+    "load_model": "carl_tf.evaluation.loading",
+    "KNNMonitor": "carl_tf.evaluation.monitor",
+}
 
 
-def _import_tensorflow_quietly() -> None:
-    """Holds stderr back while TensorFlow loads, when TF_CPP_MIN_LOG_LEVEL asks for quiet.
-
-    TensorFlow 2.21 prints its C++ start-up notices (oneDNN, CUDA stubs) before that variable
-    takes effect; entry points set it so users see carl_tf's messages rather than this noise.
-    """
-    if int(os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0") or 0) < 1 or "tensorflow" in sys.modules:
-        return
-    saved_stderr, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        import tensorflow  # noqa: F401
-    finally:
-        os.dup2(saved_stderr, 2)
-        os.close(saved_stderr)
-        os.close(devnull)
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'carl_tf' has no attribute {name!r}")
 
 
-_import_tensorflow_quietly()
+def __dir__():
+    return sorted([*globals(), *_LAZY])
 
-from carl_tf import losses, schedules  # noqa: E402
-from carl_tf.augment import SimCLRAugment  # noqa: E402
-from carl_tf.callbacks import KLWeightSchedule  # noqa: E402
-from carl_tf.heads import ProjectionHead  # noqa: E402
-from carl_tf.model import CARL  # noqa: E402
 
-__all__ = ["CARL", "KLWeightSchedule", "ProjectionHead", "SimCLRAugment", "losses", "schedules"]
+__all__ = [
+    "CARL",
+    "EvaluationResult",
+    "FusedBatchNormalization",
+    "KLWeightSchedule",
+    "KNNMonitor",
+    "PretrainResult",
+    "ProjectionHead",
+    "SimCLRAugment",
+    "__version__",
+    "backbones",
+    "errors",
+    "evaluate",
+    "load_model",
+    "losses",
+    "pretrain",
+    "schedules",
+]

@@ -4,7 +4,7 @@ python train.py --dataset=cifar10
 python train.py --config=configs/cifar10.py:smoke   # a two-epoch narrow check
 """
 
-from configs.common import paper_recipe
+from carl_tf.configs.common import paper_recipe
 
 
 def get_config(arg: str | None = None):

@@ -3,7 +3,7 @@
 python train.py --dataset=cifar100
 """
 
-from configs.common import paper_recipe
+from carl_tf.configs.common import paper_recipe
 
 
 def get_config(arg: str | None = None):

@@ -13,7 +13,7 @@ of them for 8 epochs; `smoke` is a one-epoch check of the whole pipeline. kl_dec
 why, are in docs/results.md.
 """
 
-from configs.common import paper_recipe
+from carl_tf.configs.common import paper_recipe
 
 
 def get_config(arg: str | None = None):

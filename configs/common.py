@@ -65,3 +65,10 @@ def paper_recipe() -> ml_collections.ConfigDict:
     c.precision = "auto"
     c.jit_compile = False
     return c
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    """The paper's recipe as a config file (`--dataset=SOURCE` without a preset of its own)."""
+    if arg is not None:
+        raise ValueError(f"the paper's recipe takes no argument, got {arg!r}")
+    return paper_recipe()

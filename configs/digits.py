@@ -6,7 +6,7 @@ A narrow ResNet-18 on 1,437 training digits (20% held out for the kNN monitor); 
 is higher than the paper's because the set and the batch are tiny and the run is short.
 """
 
-from configs.common import paper_recipe
+from carl_tf.configs.common import paper_recipe
 
 
 def get_config(arg: str | None = None):

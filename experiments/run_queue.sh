@@ -20,7 +20,9 @@ while true; do
   # shellcheck disable=SC2086
   $PY train.py $args --workdir="$RUNS/$name" > "$RUNS/$name.log" 2>&1
   echo "$(date +%T) trained $name rc=$? in $(( $(date +%s) - start )) s"
-  $PY experiments/linear_probe_run.py --workdir="$RUNS/$name" > "$RUNS/$name.probe.log" 2>&1
+  # kNN and the features-mode linear probe on the run's full train / validation split.
+  $PY evaluate.py --model="$RUNS/$name" --protocol=knn,linear --linear=features --plots=false \
+    --output="$RUNS/$name/probe.json" > "$RUNS/$name.probe.log" 2>&1
   echo "$(date +%T) probed $name rc=$?: $(tail -1 "$RUNS/$name.probe.log")"
 done
 echo "$(date +%T) queue empty"

@@ -45,16 +45,16 @@ def main(argv):
             rows = list(csv.DictReader(f))
         knn = [(r["epoch"], float(r["knn_top1"])) for r in rows if r["knn_top1"]]
         last = rows[-1]
-        probe = {}
+        probe = {}  # evaluate.py's record (run_queue.sh writes it as WORKDIR/probe.json)
         probe_path = os.path.join(workdir, "probe.json")
         if os.path.exists(probe_path):
             shutil.copy(probe_path, os.path.join(RESULTS, f"{name}.probe.json"))
-            for line in open(probe_path):
-                entry = json.loads(line)
-                probe[entry["backbone"]] = entry
+            with open(probe_path) as f:
+                probe = json.load(f)
         match = re.search(rf"trained {re.escape(name)} rc=\d+ in (\d+) s", queue_log)
         wall = f"{int(match.group(1)) / 60:.1f} min" if match else "?"
-        linear = probe.get("trained", {}).get("linear_top1", "")
+        linear = probe.get("linear_top1", "")
+        linear = f"{linear:.2f}" if linear != "" else ""
         print(
             f"| {name} | {last['epoch']} | {wall} | {float(last['prototypes_in_use']):.1f} "
             f"| {knn[0][1]:.2f} | {knn[-1][1]:.2f} | {linear} |"

@@ -26,8 +26,8 @@ import tensorflow as tf
 from sklearn.datasets import load_digits
 
 from carl_tf import CARL
-from carl_tf.backbones import build_backbone
-from carl_tf.strategy import is_chief, make_strategy, worker_workdir
+from carl_tf.method.backbones import build_backbone
+from carl_tf.run.strategy import is_chief, make_strategy, worker_workdir
 
 IMAGE_SIZE = 16
 NUM_IMAGES = 128

@@ -9,7 +9,7 @@ import pytest
 import scipy.ndimage
 import tensorflow as tf
 
-from carl_tf import augment
+from carl_tf.method import augment
 
 # Every random op off and a crop covering the whole image: the layer should be the identity.
 IDENTITY = {

@@ -4,8 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from carl_tf import backbones
-from carl_tf.normalization import FusedBatchNormalization
+from carl_tf.method import backbones
+from carl_tf.method.normalization import FusedBatchNormalization, batch_norm
 
 WIDTH = 8  # Narrow nets keep every test CPU-cheap.
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -147,9 +147,7 @@ def _randomize_batchnorm(model: keras.Model, seed: int) -> None:
 
 
 def test_keras_save_load_round_trip(tmp_path):
-    model = backbones.resnet18(
-        width=WIDTH, stem="cifar", image_size=32, synchronized_batchnorm=True
-    )
+    model = backbones.resnet18(width=WIDTH, stem="cifar", image_size=32)
     _randomize_batchnorm(model, seed=0)
     images = _images(4, 32, seed=2)
     expected = keras.ops.convert_to_numpy(model(images, training=False))
@@ -187,17 +185,41 @@ def test_invalid_arguments_raise(kwargs, message):
         backbones.resnet(**kwargs)
 
 
-@pytest.mark.parametrize("synchronized", [True, False])
-def test_batchnorm_synchronization_flag(synchronized):
-    model = backbones.resnet18(width=WIDTH, stem="cifar", synchronized_batchnorm=synchronized)
+def test_default_norm_layer_is_synchronized_fused_batchnorm_with_pytorch_defaults():
+    model = backbones.resnet18(width=WIDTH, stem="cifar")
     batch_norms = [
         layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)
     ]
     # Stem + 2 per block x 8 blocks + 3 projection shortcuts.
     assert len(batch_norms) == 1 + 16 + 3
-    assert all(layer.synchronized == synchronized for layer in batch_norms)
+    assert all(layer.synchronized for layer in batch_norms)
     assert all(isinstance(layer, FusedBatchNormalization) for layer in batch_norms)
     assert all(layer.momentum == 0.9 and layer.epsilon == 1e-5 for layer in batch_norms)
+
+
+@pytest.mark.parametrize("synchronized", [True, False])
+@pytest.mark.parametrize("fused", [True, False])
+def test_norm_layer_factory_reaches_every_normalization(synchronized, fused):
+    model = backbones.resnet18(
+        width=WIDTH, stem="cifar", norm_layer=batch_norm(synchronized=synchronized, fused=fused)
+    )
+    batch_norms = [
+        layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+    assert len(batch_norms) == 1 + 16 + 3
+    assert all(layer.synchronized == synchronized for layer in batch_norms)
+    assert all(isinstance(layer, FusedBatchNormalization) == fused for layer in batch_norms)
+    # The zero-gamma residual ends keep their initializer through the factory.
+    zero = [layer for layer in batch_norms if layer.name.endswith("_bn2")]
+    assert zero and all(not np.any(layer.gamma.numpy()) for layer in zero)
+
+
+def test_a_norm_layer_of_another_kind():
+    model = backbones.resnet18(
+        width=WIDTH, stem="cifar", image_size=32, norm_layer=keras.layers.LayerNormalization
+    )
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers)
+    assert sum(isinstance(layer, keras.layers.LayerNormalization) for layer in model.layers) == 20
 
 
 def test_last_batchnorm_of_each_block_starts_at_zero(small_resnet18):

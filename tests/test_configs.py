@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from carl_tf.training import validate_config
+from carl_tf.run.config import validate_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRESETS = sorted(
@@ -23,7 +23,7 @@ def test_the_paper_presets_are_there():
 @pytest.mark.parametrize("name", PRESETS)
 @pytest.mark.parametrize("arg", [None, "smoke"])
 def test_preset_loads_and_validates(name, arg):
-    config = importlib.import_module(f"configs.{name}").get_config(arg)
+    config = importlib.import_module(f"carl_tf.configs.{name}").get_config(arg)
     validate_config(config)
     assert config.dataset
 
@@ -34,7 +34,7 @@ def test_preset_loads_and_validates(name, arg):
      ("stl10", 100, (2.0, 1.0, 100), 200)],
 )  # fmt: skip
 def test_paper_presets_hold_the_paper_recipe(name, k, kl, epochs):
-    c = importlib.import_module(f"configs.{name}").get_config()
+    c = importlib.import_module(f"carl_tf.configs.{name}").get_config()
     assert (c.num_prototypes, (c.kl_start, c.kl_end, c.kl_decay_epochs), c.epochs) == (
         k,
         kl,

@@ -13,11 +13,12 @@ import pytest
 from PIL import Image
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-from carl_tf import data, plots
-from carl_tf.cli import UsageError
+from carl_tf import data
+from carl_tf.errors import UsageError
+from carl_tf.evaluation import plots
 from carl_tf.evaluation.features import extract_features
+from carl_tf.evaluation.loading import load_model, random_backbone
 from carl_tf.evaluation.protocols import prototype_clustering
-from carl_tf.model_loading import load_model, random_backbone
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # evaluate.py and train.py set their own TensorFlow log level, as a user's shell would leave it to.

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from carl_tf import losses
+from carl_tf.method import losses
 
 
 def _random_probs(rng, batch, k):

@@ -6,8 +6,8 @@ import pytest
 import tensorflow as tf
 
 from carl_tf import CARL, KLWeightSchedule, losses
-from carl_tf.augment import SimCLRAugment
-from carl_tf.normalization import FusedBatchNormalization
+from carl_tf.method.augment import SimCLRAugment
+from carl_tf.method.normalization import FusedBatchNormalization
 
 IMAGE_SIZE = 16
 
@@ -217,16 +217,15 @@ def test_paper_lambda_learns_without_collapse_and_zero_lambda_collapses():
     assert unregularised["consistency"][-1] < 0.01
 
 
-def test_collapse_guard_warns_with_the_fix_and_stops_after_patience_epochs():
-    from carl_tf.callbacks import CollapseGuard
+def test_collapse_guard_warns_with_the_fix_and_stops_after_patience_epochs(caplog):
+    from carl_tf.run.callbacks import CollapseGuard
 
     model = tiny_carl(num_prototypes=50)
     model.stop_training = False  # as fit sets it
     guard = CollapseGuard(fraction=0.1, batch_size=20, patience=2)
     guard.set_model(model)
-    warnings = []
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("absl.logging.warning", lambda msg, *args: warnings.append(msg % args))
+    warnings = caplog.messages
+    with caplog.at_level("WARNING", logger="carl_tf"):
         guard.on_epoch_end(0, {"prototypes_in_use": 2.0})  # 10% of a batch of 20: healthy
         assert not warnings
         guard.on_epoch_end(1, {"prototypes_in_use": 1.0})
@@ -240,7 +239,7 @@ def test_collapse_guard_warns_with_the_fix_and_stops_after_patience_epochs():
 
 
 def test_collapse_guard_with_zero_patience_only_warns():
-    from carl_tf.callbacks import CollapseGuard
+    from carl_tf.run.callbacks import CollapseGuard
 
     model = tiny_carl(num_prototypes=50)
     model.stop_training = False  # as fit sets it

@@ -114,3 +114,16 @@ def test_two_workers_recover_from_a_crash_and_match_one_process(tmp_path):
     for got, want in zip(worker0, single):
         # Updates are about 1e-2: a wrong batch or loss scale would differ by as much.
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_the_keras_hooks_the_fix_overrides_are_checked_at_import(monkeypatch):
+    """A Keras without the private hooks fails with one clear error, not a silent no-fix."""
+    from keras.src.backend.tensorflow import trainer
+
+    from carl_tf.errors import CarlError
+    from carl_tf.method import multi_worker_fit
+
+    multi_worker_fit._check_hooks()  # the installed Keras has them
+    monkeypatch.delattr(trainer.TensorFlowTrainer, "_make_function")
+    with pytest.raises(CarlError, match=r"_make_function.*keras-team/keras#20585"):
+        multi_worker_fit._check_hooks()

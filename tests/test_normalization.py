@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from carl_tf.normalization import FusedBatchNormalization
+from carl_tf.method.normalization import FusedBatchNormalization
 
 SHAPE = (8, 6, 6, 5)
 

@@ -6,8 +6,8 @@ import pytest
 import tensorflow as tf
 
 from carl_tf import CARL
-from carl_tf.backbones import build_backbone
-from carl_tf.precision import PRECISIONS, cpu_flags, resolve_precision, set_precision
+from carl_tf.method.backbones import build_backbone
+from carl_tf.run.precision import PRECISIONS, cpu_flags, resolve_precision, set_precision
 
 IMAGE_SIZE = 16
 

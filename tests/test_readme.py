@@ -28,3 +28,24 @@ def test_ci_runs_the_readme_test_command():
     test_command = next(b.strip() for b in blocks if "pytest" in b)
     with open(os.path.join(REPO, ".ci", "run")) as f:
         assert test_command in f.read()
+
+
+def test_python_api_example_runs_as_written(tmp_path, monkeypatch):
+    section = _readme().split("## Both jobs from Python", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    try:
+        exec(compile(code, "README.md", "exec"), namespace)
+    finally:
+        import keras
+
+        keras.mixed_precision.set_dtype_policy("float32")
+    run, result = namespace["run"], namespace["result"]
+    assert run.trained and run.epochs == 2 and run.knn_untrained is not None
+    assert os.path.isfile(run.model_export)
+    assert 0 <= result.figures["knn_top1"] <= 100
+    assert result.output == str(tmp_path / "runs" / "digits-smoke" / "evaluation.json")
+    assert namespace["model"].assigner is not None
+    again = namespace["carl_tf"].pretrain(namespace["config"], "runs/digits-smoke")
+    assert not again.trained and again.knn_final == run.knn_final

@@ -2,7 +2,7 @@
 
 import pytest
 
-from carl_tf.schedules import linear_decay
+from carl_tf.method.schedules import linear_decay
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import types
 import pytest
 import tensorflow as tf
 
-from carl_tf.strategy import STRATEGIES, is_chief, make_strategy, worker_workdir
+from carl_tf.run.strategy import STRATEGIES, is_chief, make_strategy, worker_workdir
 
 
 class _Recorder:

@@ -16,8 +16,9 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from carl_tf import CARL, training
-from carl_tf.schedules import linear_decay
+from carl_tf import CARL
+from carl_tf.method.schedules import linear_decay
+from carl_tf.training import pretrain as training
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = ["--config=configs/digits.py:smoke"]
@@ -140,7 +141,7 @@ def test_a_worker_resumes_in_step_with_the_chief(finished_run, tmp_path, monkeyp
     resumed_at = []
     monkeypatch.setattr(CARL, "fit", lambda self, *a, **kw: resumed_at.append(kw["initial_epoch"]))
     try:
-        assert training.pretrain(config, str(chief_dir)) == 0
+        training.pretrain(config, str(chief_dir))
     finally:
         keras.mixed_precision.set_dtype_policy("float32")
     assert resumed_at == [2]

@@ -4,11 +4,12 @@ Figures use the units of CARL's Table 1: accuracies in percent, NMI and ARI as f
 """
 
 import dataclasses
+import logging
 
 import keras
 import numpy as np
-from absl import logging
 
+from carl_tf.errors import UsageError
 from carl_tf.evaluation.clustering import clustering_scores, kmeans_scores
 from carl_tf.evaluation.features import extract_features
 from carl_tf.evaluation.knn import knn_accuracy
@@ -17,6 +18,8 @@ from carl_tf.evaluation.linear_eval import (
     linear_probe,
     linear_probe_on_features,
 )
+
+logger = logging.getLogger(__name__)
 
 PROTOCOLS = ("knn", "linear", "cluster")
 LINEAR_MODES = ("full", "features")
@@ -48,6 +51,29 @@ class ProtocolSettings:
     linear_learning_rate: float = DEFAULT_LEARNING_RATE
     batch_size: int = 256
     seed: int = 0
+
+    def check(self) -> None:
+        """Raises UsageError naming the first setting that cannot work."""
+        unknown = [p for p in self.protocols if p not in PROTOCOLS]
+        if unknown or not self.protocols:
+            raise UsageError(
+                f"unknown protocol {', '.join(map(repr, unknown)) or '(none given)'}; pass "
+                f"--protocol as a comma-separated list from {', '.join(PROTOCOLS)}"
+            )
+        if self.linear not in LINEAR_MODES:
+            raise UsageError(
+                f"linear must be one of {', '.join(LINEAR_MODES)}, got {self.linear!r}"
+            )
+        positive = {
+            "knn_k": self.knn_k,
+            "knn_temperature": self.knn_temperature,
+            "linear_epochs": self.linear_epochs,
+            "linear_lr": self.linear_learning_rate,
+            "batch_size": self.batch_size,
+        }
+        for name, value in positive.items():
+            if not value > 0 or value == float("inf"):
+                raise UsageError(f"{name} must be positive and finite, got {value}; fix --{name}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,7 +138,7 @@ def run_protocols(
     protocols = set(settings.protocols)
     fast_linear = "linear" in protocols and settings.linear == "features"
     if "knn" in protocols or fast_linear:
-        logging.info("computing features of the %d training images", len(train_images))
+        logger.info("computing features of the %d training images", len(train_images))
         train_features = extract_features(backbone, train_images, batch_size=settings.batch_size)
     if protocols & {"knn", "cluster"} or fast_linear:
         test_features = extract_features(backbone, test_images, batch_size=settings.batch_size)
@@ -129,7 +155,7 @@ def run_protocols(
                 num_classes=num_classes,
             )
     if "linear" in protocols:
-        logging.info("linear probe (%s), %d epochs", settings.linear, settings.linear_epochs)
+        logger.info("linear probe (%s), %d epochs", settings.linear, settings.linear_epochs)
         options = dict(
             num_classes=num_classes,
             epochs=settings.linear_epochs,

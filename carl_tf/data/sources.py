@@ -1,4 +1,4 @@
-"""One tf.data pipeline for every image source of train.py and evaluate.py.
+"""Every image source of train.py and evaluate.py, loaded into one `ImageSource` form.
 
 A source is named by a spec string and loaded once by `load_source`:
 
@@ -7,26 +7,30 @@ A source is named by a spec string and loaded once by `load_source`:
 * `npz:PATH`: arrays `x` (N, H, W, C) uint8 and optional labels `y` (N,).
 * any TFDS name (`cifar10`, `stl10`, `imagenet2012`, ...), read from prepared TFDS data.
 
-`make_dataset` turns a source into batches of raw `uint8` images and `int32` labels (-1 where
+`carl_tf.data.pipeline.make_dataset` turns a source into batches of raw `uint8` images and `int32` labels (-1 where
 unlabelled). The pipeline only decodes, caches, shuffles, batches and prefetches: augmentation
 runs later, on device. Every user-facing failure is a `DataError` with a one-line message that
 names the problem and the fix, so the command-line tools can print it without a traceback.
 """
 
 import dataclasses
+import logging
 import os
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_datasets as tfds
-from absl import logging
-from sklearn import datasets as sklearn_datasets
+
+from carl_tf.errors import DataError
+
+if TYPE_CHECKING:
+    import tensorflow_datasets as tfds
+
+logger = logging.getLogger(__name__)
 
 # Sources that fit this budget at their final size are held decoded in memory.
 DEFAULT_MEMORY_BUDGET_BYTES = 4 << 30
-# A streamed source is shuffled through a buffer of at most this many bytes.
-_STREAM_SHUFFLE_BYTES = 1 << 30
 _IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 _LOCAL_SPLITS = ("train", "test", "all")
 _DIGITS_DEFAULT_SIZE = 32
@@ -40,10 +44,6 @@ _ACCEPTED_FORMS = (
 
 # (shuffle, seed) -> unbatched (image uint8 (H, W, 3), label int32) elements.
 StreamFn = Callable[[bool, int], tf.data.Dataset]
-
-
-class DataError(ValueError):
-    """A data problem the user can fix; the message is one line naming problem and fix."""
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -83,6 +83,15 @@ class ImageSource:
     def description(self) -> str:
         """The name with its split, as used in messages."""
         return f"{self.name} ({self.split} split)"
+
+
+def splits_by_holdout(spec: str) -> bool:
+    """Whether a source has no splits of its own (digits, folders, npz files).
+
+    Its `train` and `test` splits are then cut by the seeded `holdout` fraction; TFDS datasets
+    bring their own splits.
+    """
+    return spec == "digits" or spec.partition(":")[0] in ("folder", "npz")
 
 
 def load_source(
@@ -132,77 +141,6 @@ def load_source(
     if kind == "npz":
         return _load_npz(spec, path, split, image_size, holdout, seed)
     return _load_tfds(spec, split, data_dir, image_size, holdout, download, memory_budget_bytes)
-
-
-def make_dataset(
-    source: ImageSource,
-    *,
-    batch_size: int,
-    shuffle: bool,
-    drop_remainder: bool,
-    seed: int = 0,
-    repeat: bool = False,
-) -> tf.data.Dataset:
-    """Batches a source into `(images, labels)`.
-
-    Args:
-        source: The source to read.
-        batch_size: Images per batch.
-        shuffle: Whether to reshuffle every epoch; in-memory and cached sources are shuffled
-            through a buffer covering all of them, streamed ones by file and a bounded buffer.
-        drop_remainder: Whether to drop the last incomplete batch (training).
-        seed: Shuffle seed.
-        repeat: Whether to repeat forever.
-
-    Returns:
-        A dataset of `images` uint8 `(batch, H, W, 3)` and `labels` int32 `(batch,)`.
-
-    Raises:
-        DataError: If `batch_size` is not positive, or larger than the source while
-            `drop_remainder` would leave no batch at all.
-    """
-    if batch_size < 1:
-        raise DataError(f"batch size must be positive, got {batch_size}; fix --batch_size")
-    if drop_remainder and batch_size > source.num_examples:
-        raise DataError(
-            f"batch size {batch_size} is larger than the {source.num_examples} images in "
-            f"{source.description}; lower --batch_size"
-        )
-    if source.arrays is not None:
-        dataset = tf.data.Dataset.from_tensor_slices(source.arrays)
-        buffer_size = source.num_examples
-    else:
-        dataset = source.stream(shuffle, seed)
-        if source.cache:
-            dataset = dataset.cache()
-            buffer_size = source.num_examples
-        else:
-            image_bytes = int(np.prod(source.image_shape))
-            buffer_size = min(source.num_examples, max(1, _STREAM_SHUFFLE_BYTES // image_bytes))
-    if shuffle:
-        dataset = dataset.shuffle(buffer_size, seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        dataset = dataset.repeat()
-    dataset = dataset.batch(
-        batch_size, drop_remainder=drop_remainder, num_parallel_calls=tf.data.AUTOTUNE
-    )
-    return dataset.prefetch(tf.data.AUTOTUNE)
-
-
-def source_arrays(source: ImageSource) -> tuple[np.ndarray, np.ndarray]:
-    """Returns all images `(N, H, W, 3)` uint8 and labels `(N,)` int32 of a source, in order.
-
-    Meant for small sources (kNN banks, evaluation sets): a streamed source is read in full.
-    """
-    if source.arrays is not None:
-        return source.arrays
-    images, labels = [], []
-    for image_batch, label_batch in make_dataset(
-        source, batch_size=_CHUNK, shuffle=False, drop_remainder=False
-    ).as_numpy_iterator():
-        images.append(image_batch)
-        labels.append(label_batch)
-    return np.concatenate(images), np.concatenate(labels)
 
 
 def _first_line(error: BaseException) -> str:
@@ -284,6 +222,8 @@ def _num_classes(labels: np.ndarray) -> int | None:
 
 def _load_digits(split: str, image_size: int | None, holdout: float, seed: int) -> ImageSource:
     """scikit-learn's 1797 8x8 digits (bundled, offline), upscaled bilinearly and made RGB."""
+    from sklearn import datasets as sklearn_datasets  # only the digits source needs it
+
     digits = sklearn_datasets.load_digits()
     labels = digits.target.astype(np.int32)
     indices = _holdout_indices(labels, split, holdout, seed, "digits")
@@ -467,7 +407,7 @@ def _load_folder(
     image_shape = (*size, 3)
     description = f"{spec} ({split} split)"
     if len(paths) * int(np.prod(image_shape)) > memory_budget_bytes:
-        logging.warning(
+        logger.warning(
             "%s: %d images of %dx%d do not fit the %.1f GiB memory budget, so they are "
             "streamed from disk; files that cannot be decoded are skipped as they are read.",
             description,
@@ -503,7 +443,7 @@ def _load_folder(
         )
     skipped = len(paths) - len(images)
     if skipped:
-        logging.warning(
+        logger.warning(
             "%s: skipped %d of %d image files that could not be decoded.",
             description,
             skipped,
@@ -564,6 +504,8 @@ def _load_tfds(
     memory_budget_bytes: int,
 ) -> ImageSource:
     """A prepared TFDS dataset split, cached in memory when it fits the budget."""
+    import tensorflow_datasets as tfds  # heavy; only TFDS sources need it
+
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.DatasetNotFoundError as error:
@@ -640,8 +582,10 @@ def _load_tfds(
     )
 
 
-def _tfds_keys(name: str, info: tfds.core.DatasetInfo) -> tuple[str, str | None]:
+def _tfds_keys(name: str, info: "tfds.core.DatasetInfo") -> tuple[str, str | None]:
     """The image feature and the class-label feature (None if absent) of a TFDS dataset."""
+    import tensorflow_datasets as tfds
+
     features = info.features
     keys = info.supervised_keys
     if isinstance(keys, tuple) and len(keys) == 2 and all(isinstance(k, str) for k in keys):

@@ -4,7 +4,7 @@ import json
 import os
 
 from carl_tf.evaluation.protocols import SMALL_K, ProtocolSettings
-from carl_tf.workdir import write_atomically
+from carl_tf.run.rundir import write_atomically
 
 # Figures in table order; those ending in _top1, _top5 or _acc are percentages.
 FIGURES = (

@@ -11,7 +11,7 @@ import shutil
 import keras
 import tensorflow as tf
 
-from carl_tf.model import CARL
+from carl_tf.method.model import CARL
 
 
 def export_backbone(model: CARL, path: str) -> None:

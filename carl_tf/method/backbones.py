@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import keras
 
-from carl_tf.normalization import FusedBatchNormalization
+from carl_tf.method.normalization import NormFactory, batch_norm
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -46,21 +46,12 @@ def _conv(filters: int, kernel_size: int, stride: int, name: str) -> keras.layer
     )
 
 
-def _batch_norm(
-    synchronized: bool, name: str, zero_gamma: bool = False
-) -> keras.layers.BatchNormalization:
-    # momentum/epsilon match PyTorch's BatchNorm2d defaults (CARL's reference).
-    return FusedBatchNormalization(
-        synchronized=synchronized,
-        momentum=0.9,
-        epsilon=1e-5,
-        gamma_initializer="zeros" if zero_gamma else "ones",
-        name=name,
-    )
+def _norm(norm_layer: NormFactory, name: str, zero_gamma: bool = False) -> keras.layers.Layer:
+    return norm_layer(name=name, gamma_initializer="zeros" if zero_gamma else "ones")
 
 
 def _shortcut(
-    x: keras.KerasTensor, filters: int, stride: int, synchronized: bool, name: str
+    x: keras.KerasTensor, filters: int, stride: int, norm_layer: NormFactory, name: str
 ) -> keras.KerasTensor:
     """Identity, or a strided 1x1 projection when the shape changes."""
     if stride == 1 and x.shape[-1] == filters:
@@ -70,40 +61,40 @@ def _shortcut(
         # TensorFlow 2.21's oneDNN kernels crash on (SIGSEGV/abort) for odd batch sizes on CPU.
         x = keras.layers.MaxPooling2D(1, strides=stride, name=f"{name}_shortcut_subsample")(x)
     x = _conv(filters, 1, 1, f"{name}_shortcut_conv")(x)
-    return _batch_norm(synchronized, f"{name}_shortcut_bn")(x)
+    return _norm(norm_layer, f"{name}_shortcut_bn")(x)
 
 
 def _basic_block(
-    x: keras.KerasTensor, filters: int, stride: int, synchronized: bool, name: str
+    x: keras.KerasTensor, filters: int, stride: int, norm_layer: NormFactory, name: str
 ) -> keras.KerasTensor:
     """Two 3x3 convs; output has `filters` channels."""
-    shortcut = _shortcut(x, filters, stride, synchronized, name)
+    shortcut = _shortcut(x, filters, stride, norm_layer, name)
     y = _conv(filters, 3, stride, f"{name}_conv1")(x)
-    y = _batch_norm(synchronized, f"{name}_bn1")(y)
+    y = _norm(norm_layer, f"{name}_bn1")(y)
     y = keras.layers.ReLU(name=f"{name}_relu1")(y)
     y = _conv(filters, 3, 1, f"{name}_conv2")(y)
     # Zero gamma makes every residual branch start at 0, so each block starts as
     # the identity and the deep net trains like a shallow one at first (Goyal et
     # al., arXiv 1706.02677, Sec. 5.1).
-    y = _batch_norm(synchronized, f"{name}_bn2", zero_gamma=True)(y)
+    y = _norm(norm_layer, f"{name}_bn2", zero_gamma=True)(y)
     y = keras.layers.Add(name=f"{name}_add")([shortcut, y])
     return keras.layers.ReLU(name=f"{name}_out")(y)
 
 
 def _bottleneck_block(
-    x: keras.KerasTensor, filters: int, stride: int, synchronized: bool, name: str
+    x: keras.KerasTensor, filters: int, stride: int, norm_layer: NormFactory, name: str
 ) -> keras.KerasTensor:
     """1x1 reduce, 3x3 (strided), 1x1 expand; output has `4 * filters` channels."""
-    shortcut = _shortcut(x, filters * _BOTTLENECK_EXPANSION, stride, synchronized, name)
+    shortcut = _shortcut(x, filters * _BOTTLENECK_EXPANSION, stride, norm_layer, name)
     y = _conv(filters, 1, 1, f"{name}_conv1")(x)
-    y = _batch_norm(synchronized, f"{name}_bn1")(y)
+    y = _norm(norm_layer, f"{name}_bn1")(y)
     y = keras.layers.ReLU(name=f"{name}_relu1")(y)
     y = _conv(filters, 3, stride, f"{name}_conv2")(y)
-    y = _batch_norm(synchronized, f"{name}_bn2")(y)
+    y = _norm(norm_layer, f"{name}_bn2")(y)
     y = keras.layers.ReLU(name=f"{name}_relu2")(y)
     y = _conv(filters * _BOTTLENECK_EXPANSION, 1, 1, f"{name}_conv3")(y)
     # Zero gamma: each block starts as the identity (see _basic_block).
-    y = _batch_norm(synchronized, f"{name}_bn3", zero_gamma=True)(y)
+    y = _norm(norm_layer, f"{name}_bn3", zero_gamma=True)(y)
     y = keras.layers.Add(name=f"{name}_add")([shortcut, y])
     return keras.layers.ReLU(name=f"{name}_out")(y)
 
@@ -124,7 +115,7 @@ def resnet(
     width: int = 64,
     stem: str = "auto",
     image_size: int | None = None,
-    synchronized_batchnorm: bool = True,
+    norm_layer: NormFactory | None = None,
     name: str | None = None,
 ) -> keras.Model:
     """Builds a ResNet feature extractor (no classifier).
@@ -138,9 +129,10 @@ def resnet(
             "auto": "cifar" if `image_size` < 96 else "imagenet".
         image_size: Side length of the square input images, or None to accept
             any size (then `stem` must not be "auto").
-        synchronized_batchnorm: If True, batch statistics are all-reduced over
-            replicas under `tf.distribute`, so a multi-replica step normalizes
-            with global batch statistics, like a single-device step.
+        norm_layer: Factory of the normalization layers (see
+            `carl_tf.method.normalization.batch_norm`); the default is synchronized
+            BatchNorm with PyTorch's momentum and epsilon, on the fused kernel where it
+            computes the same, so a multi-replica step equals a single-device one.
         name: Model name; defaults to f"resnet{depth}".
 
     Returns:
@@ -161,6 +153,7 @@ def resnet(
     if width < 1:
         raise ValueError(f"width must be positive, got {width}.")
     stem = _resolve_stem(stem, image_size)
+    norm_layer = norm_layer or batch_norm()
     block: Callable[..., keras.KerasTensor] = _basic_block if depth < 50 else _bottleneck_block
 
     side = image_size  # None keeps the spatial dims dynamic.
@@ -176,7 +169,7 @@ def resnet(
         x = _conv(width, 3, 1, "stem_conv")(x)
     else:
         x = _conv(width, 7, 2, "stem_conv")(x)
-    x = _batch_norm(synchronized_batchnorm, "stem_bn")(x)
+    x = _norm(norm_layer, "stem_bn")(x)
     x = keras.layers.ReLU(name="stem_relu")(x)
     if stem == "imagenet":
         x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
@@ -186,7 +179,7 @@ def resnet(
         for index in range(1, num_blocks + 1):
             # Downsample at the first block of every stage but the first.
             stride = 2 if stage > 1 and index == 1 else 1
-            x = block(x, filters, stride, synchronized_batchnorm, f"stage{stage}_block{index}")
+            x = block(x, filters, stride, norm_layer, f"stage{stage}_block{index}")
 
     # Pooled in float32 under every policy: features leave the backbone (kNN, export) in float32.
     features = keras.layers.GlobalAveragePooling2D(name="avg_pool", dtype="float32")(x)
@@ -216,7 +209,7 @@ def build_backbone(
     *,
     width: int = 64,
     image_size: int = 32,
-    synchronized_batchnorm: bool = True,
+    norm_layer: NormFactory | None = None,
 ) -> keras.Model:
     """Builds a backbone by config name, with the stem chosen from `image_size`.
 
@@ -224,8 +217,7 @@ def build_backbone(
         name: "resnet18", "resnet34" or "resnet50".
         width: Base channel count (see `resnet`).
         image_size: Side length of the square input images.
-        synchronized_batchnorm: Whether BatchNorm statistics are global across
-            replicas (see `resnet`).
+        norm_layer: Factory of the normalization layers (see `resnet`).
 
     Returns:
         The backbone model, images `(batch, image_size, image_size, 3)` in
@@ -240,7 +232,7 @@ def build_backbone(
         width=width,
         stem="auto",
         image_size=image_size,
-        synchronized_batchnorm=synchronized_batchnorm,
+        norm_layer=norm_layer,
     )
 
 

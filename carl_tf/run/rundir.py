@@ -11,7 +11,8 @@ import os
 import re
 import shutil
 
-from carl_tf.cli import UsageError
+from carl_tf.errors import RunDirectoryError
+from carl_tf.run.config import config_from_json
 
 METRICS_COLUMNS = (
     "epoch",
@@ -53,16 +54,15 @@ class RunDirectory:
         """Refuses to continue a run in this directory that was started with another config.
 
         Raises:
-            UsageError: naming the first fields that differ and the way out.
+            RunDirectoryError: naming the first fields that differ and the way out.
         """
         if not os.path.exists(self.config_path):
             return
-        with open(self.config_path) as f:
-            previous = json.load(f)
+        previous = config_from_json(self.config_path).to_dict()
         changed = sorted(k for k in set(previous) | set(config) if previous.get(k) != config.get(k))
         if changed:
             shown = ", ".join(f"{k} {previous.get(k)!r} -> {config.get(k)!r}" for k in changed[:3])
-            raise UsageError(
+            raise RunDirectoryError(
                 f"workdir {self.path} holds a run with a different config ({shown}); "
                 "pass --overwrite to start afresh or choose another --workdir"
             )
@@ -73,6 +73,10 @@ class RunDirectory:
             shutil.rmtree(self.path)
         os.makedirs(self.checkpoint_dir, exist_ok=True)
         write_atomically(self.config_path, json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+    def read_config(self):
+        """The config this run recorded (a ConfigDict)."""
+        return config_from_json(self.config_path)
 
     def latest_checkpoint(self) -> tuple[str | None, int]:
         """The newest complete checkpoint and the number of epochs it holds (None, 0 if none)."""

@@ -1,5 +1,7 @@
 """The lambda_e schedule of CARL eq. 8: linear decay of the KL weight from b to a over E epochs."""
 
+import keras
+
 
 def linear_decay(epoch: int, start: float, end: float, decay_epochs: int) -> float:
     """Eq. 8: `lambda_e = b - (b - a) / E * e` for `e <= E`, else `a`.
@@ -20,3 +22,23 @@ def linear_decay(epoch: int, start: float, end: float, decay_epochs: int) -> flo
     if decay_epochs == 0 or epoch >= decay_epochs:
         return float(end)
     return float(start - (start - end) / decay_epochs * epoch)
+
+
+class KLWeightSchedule(keras.callbacks.Callback):
+    """Sets the model's KL weight lambda_e (eq. 8) at the start of every epoch.
+
+    It is a pure function of the epoch, so a run resumed at epoch e (`fit(initial_epoch=e)`)
+    gets lambda_e, not the start value.
+
+    Args:
+        start: b, lambda at epoch 0.
+        end: a, lambda from epoch `decay_epochs` on.
+        decay_epochs: E, epochs over which lambda decays linearly.
+    """
+
+    def __init__(self, start: float, end: float, decay_epochs: int):
+        super().__init__()
+        self.start, self.end, self.decay_epochs = float(start), float(end), int(decay_epochs)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.model.kl_weight.assign(linear_decay(epoch, self.start, self.end, self.decay_epochs))

@@ -1,73 +1,15 @@
-"""Keras callbacks of a CARL run: the lambda_e schedule, monitors and the run directory's records."""
+"""Keras callbacks of a train.py run: collapse and NaN guards, and the run directory's records."""
 
+import logging
 import math
 import time
 
 import keras
 import numpy as np
-from absl import logging
 
-from carl_tf.evaluation.features import extract_features
-from carl_tf.evaluation.knn import knn_accuracy
-from carl_tf.schedules import linear_decay
-from carl_tf.workdir import RunDirectory
+from carl_tf.run.rundir import RunDirectory
 
-
-class KLWeightSchedule(keras.callbacks.Callback):
-    """Sets the model's KL weight lambda_e (eq. 8) at the start of every epoch.
-
-    It is a pure function of the epoch, so a run resumed at epoch e (`fit(initial_epoch=e)`)
-    gets lambda_e, not the start value.
-
-    Args:
-        start: b, lambda at epoch 0.
-        end: a, lambda from epoch `decay_epochs` on.
-        decay_epochs: E, epochs over which lambda decays linearly.
-    """
-
-    def __init__(self, start: float, end: float, decay_epochs: int):
-        super().__init__()
-        self.start, self.end, self.decay_epochs = float(start), float(end), int(decay_epochs)
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.model.kl_weight.assign(linear_decay(epoch, self.start, self.end, self.decay_epochs))
-
-
-class KNNMonitor(keras.callbacks.Callback):
-    """Weighted kNN top-1 (k = 200, T = 0.1, cosine) of the backbone's features every few epochs.
-
-    Adds `knn_top1` (percent) to the epoch's logs, after every `every` epochs and after the last.
-
-    Args:
-        bank: labelled images `(N, H, W, 3)` and labels `(N,)` whose features vote.
-        queries: labelled images and labels that are classified and scored.
-        every: epochs between measurements.
-        epochs: the run's last epoch, always measured.
-        k, temperature: the kNN's neighbours and vote temperature.
-    """
-
-    def __init__(self, bank, queries, *, every: int, epochs: int, k: int = 200, temperature=0.1):
-        super().__init__()
-        self.bank, self.queries = bank, queries
-        self.every, self.epochs, self.k, self.temperature = every, epochs, k, temperature
-
-    def measure(self) -> float:
-        """kNN top-1 of the model's backbone as it is now, in percent."""
-        bank_features = extract_features(self.model.backbone, self.bank[0])
-        query_features = extract_features(self.model.backbone, self.queries[0])
-        return knn_accuracy(
-            bank_features,
-            self.bank[1],
-            query_features,
-            self.queries[1],
-            k=self.k,
-            temperature=self.temperature,
-        )
-
-    def on_epoch_end(self, epoch, logs=None):
-        if (epoch + 1) % self.every == 0 or epoch + 1 == self.epochs:
-            logs["knn_top1"] = self.measure()
-            logging.info("epoch %d: kNN top-1 %.2f%%", epoch + 1, logs["knn_top1"])
+logger = logging.getLogger(__name__)
 
 
 class CollapseGuard(keras.callbacks.Callback):
@@ -98,7 +40,7 @@ class CollapseGuard(keras.callbacks.Callback):
             self.collapsed_epochs = 0
             return
         self.collapsed_epochs += 1
-        logging.warning(
+        logger.warning(
             "epoch %d: only %.1f of %d prototypes in use per batch: the assignment is "
             "collapsing; raise --kl_start/--kl_end or lower --learning_rate",
             epoch + 1,

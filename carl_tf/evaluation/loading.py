@@ -6,16 +6,15 @@ the model belongs to a train.py run directory.
 """
 
 import dataclasses
-import json
 import os
 
 import keras
 import tensorflow as tf
 
-from carl_tf import backbones
-from carl_tf.cli import UsageError
-from carl_tf.model import CARL
-from carl_tf.workdir import RunDirectory
+from carl_tf.errors import UsageError
+from carl_tf.method import backbones
+from carl_tf.method.model import CARL
+from carl_tf.run.rundir import RunDirectory
 
 _ACCEPTED = "pass a train.py workdir, an exported backbone SavedModel directory or a .keras file"
 
@@ -154,8 +153,7 @@ def _read_config(run: RunDirectory | None) -> dict | None:
     """The run's config.json as a dict (None without a run)."""
     if run is None:
         return None
-    with open(run.config_path) as f:
-        return json.load(f)
+    return run.read_config().to_dict()
 
 
 def _load_keras(path: str) -> tuple[keras.Model, keras.Model | None]:

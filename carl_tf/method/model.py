@@ -9,18 +9,18 @@ from collections.abc import Sequence
 
 import keras
 import tensorflow as tf
-from keras import ops, tree
-from keras.src.backend.tensorflow import trainer as keras_tf_trainer
+from keras import ops
 
-from carl_tf import distributed, losses
-from carl_tf.augment import SimCLRAugment
-from carl_tf.heads import ProjectionHead
+from carl_tf.method import distributed, losses
+from carl_tf.method.augment import SimCLRAugment
+from carl_tf.method.heads import ProjectionHead
+from carl_tf.method.multi_worker_fit import MultiWorkerFit
 
 _FIGURES = ("loss", "consistency", "kl", "kl_weight", "prototypes_in_use")
 
 
 @keras.saving.register_keras_serializable(package="carl_tf")
-class CARL(keras.Model):
+class CARL(MultiWorkerFit, keras.Model):
     """Consistent Assignment for Representation Learning, trained with `fit`.
 
     `fit` takes batches of raw images in [0, 255] (optionally `(images, labels)`, labels ignored),
@@ -38,7 +38,9 @@ class CARL(keras.Model):
         kl_weight: initial lambda_e of eq. 7; `carl_tf.KLWeightSchedule` updates it every epoch.
         symmetric: also use the second view as anchor (averaging both directions); the paper's
             one-sided form is the default.
-        synchronized_batchnorm: all-reduce the head's BatchNorm statistics across replicas.
+        projection_head: the head to use instead of building one from
+            `projection_hidden_units` and `projection_dim`, e.g. a `ProjectionHead` with
+            another `norm_layer`.
     """
 
     def __init__(
@@ -50,7 +52,7 @@ class CARL(keras.Model):
         augmenter: keras.layers.Layer | None = None,
         kl_weight: float = 4.0,
         symmetric: bool = False,
-        synchronized_batchnorm: bool = True,
+        projection_head: keras.layers.Layer | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -60,10 +62,9 @@ class CARL(keras.Model):
         self.num_prototypes = int(num_prototypes)
         self.symmetric = bool(symmetric)
         self.augmenter = augmenter if augmenter is not None else _default_augmenter(backbone)
-        self.projection_head = ProjectionHead(
+        self.projection_head = projection_head or ProjectionHead(
             projection_hidden_units,
             projection_dim,
-            synchronized_batchnorm=synchronized_batchnorm,
             dtype=self.dtype_policy,  # the model's saved policy on load, not the global one
             name="projection_head",
         )
@@ -81,8 +82,10 @@ class CARL(keras.Model):
     def build(self, input_shape=None):
         """Builds head and assigner from the backbone's feature size, so weights exist at once
         (in the strategy scope the model is made in, and before `load_model` restores them)."""
-        self.projection_head.build((None, self.backbone.output_shape[-1]))
-        self.assigner.build((None, self.projection_head.output_dim))
+        features = (None, self.backbone.output_shape[-1])
+        if not self.projection_head.built:  # a deserialized head arrives built
+            self.projection_head.build(features)
+        self.assigner.build(self.projection_head.compute_output_shape(features))
         self.built = True
 
     @property
@@ -118,42 +121,6 @@ class CARL(keras.Model):
     def predict_step(self, data):
         images, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         return self.assign(images, training=False)
-
-    # Multi-worker `fit`. Keras 3's TensorFlow trainer fails under MultiWorkerMirroredStrategy
-    # (keras-team/keras#20585, tensorflow/tensorflow#72388) in two places; these two overrides of
-    # private hooks of keras/src/backend/tensorflow/trainer.py (Keras 3.15) work around both, and
-    # change nothing under the other strategies. tests/test_multi_worker.py checks them.
-
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        """Builds from one local replica's batch instead of a cross-replica mean of a batch.
-
-        Keras MEAN-reduces the first distributed batch eagerly just to learn its shapes, which
-        MultiWorkerMirroredStrategy cannot do with a `PerReplica`; one replica's batch has the
-        same shapes and dtypes (the per-replica ones, as the reduced batch had) and needs no
-        communication.
-        """
-        if iterator is not None and self._distribute_strategy is not None:
-            local = self.distribute_strategy.experimental_local_results
-            for _, _, batches in iterator:
-                data_batch = tree.map_structure(lambda v: local(v)[0], next(batches))
-                break
-            iterator = None
-        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
-
-    def _make_function(self, step_function):
-        """Makes the step's logs shape (1,) under multi-worker, so Keras's reduction works.
-
-        Across workers Keras reduces every log with `strategy.reduce("MEAN", v, axis=0)`, which
-        rejects scalars. On (1,) it is the mean over replicas: every replica holds the same
-        global figures, so the result is that scalar.
-        """
-        if keras_tf_trainer._collective_all_reduce_multi_worker(self.distribute_strategy):
-            local_step = step_function
-
-            def step_function(data):
-                return tree.map_structure(lambda v: ops.reshape(v, (1,)), local_step(data))
-
-        return super()._make_function(step_function)
 
     def _views(self, data):
         """Two views per image: made on device from raw images, or the caller's `(a, b)` pair."""
@@ -226,12 +193,10 @@ class CARL(keras.Model):
             **super().get_config(),
             "backbone": keras.saving.serialize_keras_object(self.backbone),
             "num_prototypes": self.num_prototypes,
-            "projection_hidden_units": list(self.projection_head.hidden_units),
-            "projection_dim": self.projection_head.output_dim,
+            "projection_head": keras.saving.serialize_keras_object(self.projection_head),
             "augmenter": keras.saving.serialize_keras_object(self.augmenter),
             "kl_weight": float(ops.convert_to_numpy(self.kl_weight)),
             "symmetric": self.symmetric,
-            "synchronized_batchnorm": self.projection_head.synchronized_batchnorm,
         }
 
     @classmethod
@@ -239,6 +204,7 @@ class CARL(keras.Model):
         config = dict(config)
         config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
         config["augmenter"] = keras.saving.deserialize_keras_object(config["augmenter"])
+        config["projection_head"] = keras.saving.deserialize_keras_object(config["projection_head"])
         return cls(**config)
 
 

@@ -1,0 +1,15 @@
+"""Image sources and their tf.data pipeline; knows nothing of the method that trains on them."""
+
+from carl_tf.data.pipeline import labelled_arrays, make_dataset, source_arrays
+from carl_tf.data.sources import ImageSource, load_source, splits_by_holdout
+from carl_tf.errors import DataError
+
+__all__ = [
+    "DataError",
+    "ImageSource",
+    "labelled_arrays",
+    "load_source",
+    "make_dataset",
+    "source_arrays",
+    "splits_by_holdout",
+]

@@ -1,0 +1,188 @@
+"""A run's config: every field checked before anything is touched, and config.json read back.
+
+`configs/common.py` (`carl_tf.configs.common.paper_recipe`) defines the fields; `FIELDS` here
+says what each may hold. `validate_config` checks every field, NaN and infinity included, so a
+setting that cannot train is refused before a run directory is created, changed or deleted.
+"""
+
+import difflib
+import json
+import math
+from collections.abc import Callable
+
+import ml_collections
+
+from carl_tf.errors import RunDirectoryError, UsageError
+from carl_tf.method.backbones import BACKBONES
+from carl_tf.run.precision import PRECISIONS
+from carl_tf.run.strategy import STRATEGIES
+
+
+class ConfigFieldError(UsageError):
+    """A config field whose value cannot work.
+
+    Attributes:
+        field: The field's name; the command line names its flag from it.
+        problem: What is wrong, without the fix (`momentum must be in [0, 1], got -1.0`).
+    """
+
+    def __init__(self, field: str, problem: str, flag: str | None = None):
+        self.field, self.problem = field, problem
+        super().__init__(f"{problem}; fix {flag or f'the config field {field!r}'}")
+
+    def with_flag(self, flag: str) -> "ConfigFieldError":
+        """The same error, naming `flag` as the way to fix it."""
+        return ConfigFieldError(self.field, self.problem, flag)
+
+
+def _integer(low: int, high: float = math.inf) -> Callable[[object], str | None]:
+    def check(value):
+        if isinstance(value, bool) or not isinstance(value, int):
+            return f"must be an integer, got {value!r}"
+        if not low <= value <= high:
+            bound = f"at least {low}" if high == math.inf else f"in [{low}, {high}]"
+            return f"must be {bound}, got {value}"
+        return None
+
+    return check
+
+
+def _real(low: float, high: float = math.inf, *, open_low=False, open_high=False):
+    def check(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"must be a number, got {value!r}"
+        if not math.isfinite(value):
+            return f"must be finite, got {value}"
+        too_low = value <= low if open_low else value < low
+        too_high = value >= high if open_high else value > high
+        if too_low or too_high:
+            left, right = "(" if open_low else "[", ")" if open_high else "]"
+            bound = (
+                f"{'greater than' if open_low else 'at least'} {low:g}"
+                if high == math.inf
+                else f"in {left}{low:g}, {high:g}{right}"
+            )
+            return f"must be {bound}, got {value}"
+        return None
+
+    return check
+
+
+def _boolean(value):
+    return None if isinstance(value, bool) else f"must be true or false, got {value!r}"
+
+
+def _text(allow_empty: bool = False):
+    def check(value):
+        if not isinstance(value, str):
+            return f"must be a string, got {value!r}"
+        return None if value or allow_empty else "must not be empty"
+
+    return check
+
+
+def _one_of(choices):
+    def check(value):
+        return None if value in choices else f"must be one of {', '.join(choices)}, got {value!r}"
+
+    return check
+
+
+# What every field may hold.
+FIELDS: dict[str, Callable[[object], str | None]] = {
+    "dataset": _text(),
+    "data_dir": _text(allow_empty=True),
+    "download": _boolean,
+    "train_split": _text(),
+    "knn_train_split": _text(),
+    "knn_test_split": _text(),
+    "holdout": _real(0.0, 1.0, open_high=True),
+    "train_subset": _integer(0),
+    "split_seed": _integer(0),
+    "image_size": _integer(1),
+    "backbone": _one_of(tuple(BACKBONES)),
+    "backbone_width": _integer(1),
+    "projection_hidden_dim": _integer(1),
+    "projection_hidden_layers": _integer(0),
+    "projection_dim": _integer(1),
+    "num_prototypes": _integer(2),
+    "symmetric": _boolean,
+    "kl_start": _real(0.0),
+    "kl_end": _real(0.0),
+    "kl_decay_epochs": _integer(0),
+    "epochs": _integer(1),
+    "batch_size": _integer(1),
+    "learning_rate": _real(0.0, open_low=True),
+    "warmup_epochs": _integer(0),
+    "momentum": _real(0.0, 1.0),
+    "weight_decay": _real(0.0),
+    "crop_min_scale": _real(0.0, 1.0, open_low=True),
+    "blur_probability": _real(0.0, 1.0),
+    "knn_every": _integer(0),
+    "knn_k": _integer(1),
+    "knn_temperature": _real(0.0, open_low=True),
+    "collapse_fraction": _real(0.0, 1.0),
+    "collapse_patience": _integer(0),
+    "seed": _integer(0),
+    "strategy": _one_of(STRATEGIES),
+    "precision": _one_of(PRECISIONS),
+    "jit_compile": _boolean,
+}
+
+
+def unknown_field_error(name: str) -> UsageError:
+    """The error for a field no config has, naming the nearest real ones."""
+    nearest = difflib.get_close_matches(name, FIELDS, n=3, cutoff=0.5)
+    hint = f"did you mean {' or '.join(nearest)}?" if nearest else "see configs/common.py"
+    return UsageError(f"the config has no field {name!r}; {hint}")
+
+
+def validate_config(config) -> None:
+    """Checks that every field is present and holds a value that can train.
+
+    Args:
+        config: A ConfigDict (or mapping) with the fields of `paper_recipe()`.
+
+    Raises:
+        ConfigFieldError: For the first field whose value cannot work.
+        UsageError: For a field the config lacks or one no config has.
+    """
+    values = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    for name in values:
+        if name not in FIELDS:
+            raise unknown_field_error(name)
+    for name, check in FIELDS.items():
+        if name not in values:
+            raise UsageError(f"the config lacks the field {name!r}; start it from paper_recipe()")
+        problem = check(values[name])
+        if problem:
+            raise ConfigFieldError(name, f"{name} {problem}")
+    if values["warmup_epochs"] >= values["epochs"]:
+        raise ConfigFieldError(
+            "warmup_epochs",
+            f"warmup_epochs ({values['warmup_epochs']}) must be fewer than epochs "
+            f"({values['epochs']})",
+        )
+
+
+def config_from_json(path: str) -> ml_collections.ConfigDict:
+    """The config a run recorded in its config.json.
+
+    Raises:
+        RunDirectoryError: If the file is missing, unreadable or not a JSON object.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            values = json.load(f)
+    except FileNotFoundError as error:
+        raise RunDirectoryError(f"{path} is missing; the run directory is incomplete") from error
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise RunDirectoryError(
+            f"{path} is damaged ({type(error).__name__}); restore it, or start afresh with "
+            "--overwrite"
+        ) from error
+    if not isinstance(values, dict):
+        raise RunDirectoryError(
+            f"{path} does not hold a config object; restore it, or start afresh with --overwrite"
+        )
+    return ml_collections.ConfigDict(values)

@@ -1,0 +1,296 @@
+"""One CARL pretraining run from a config: `carl_tf.pretrain(config, workdir)`.
+
+The run is built in parts that each do one thing: the runtime (seed, precision, strategy), the
+data, the model, the run directory, the callbacks, the fit, and the export. Everything that can
+be refused is built and checked before the run directory is created, changed or deleted.
+"""
+
+import dataclasses
+import logging
+import shutil
+import sys
+
+import keras
+import numpy as np
+
+from carl_tf import data
+from carl_tf.errors import TrainingFailed, UsageError
+from carl_tf.evaluation.monitor import KNNMonitor
+from carl_tf.method.augment import SimCLRAugment
+from carl_tf.method.backbones import build_backbone
+from carl_tf.method.model import CARL
+from carl_tf.method.schedules import KLWeightSchedule
+from carl_tf.run.callbacks import CollapseGuard, RunRecorder, StopOnNaN
+from carl_tf.run.config import validate_config
+from carl_tf.run.export import export_run
+from carl_tf.run.precision import set_precision
+from carl_tf.run.rundir import RunDirectory
+from carl_tf.run.strategy import is_chief, make_strategy, worker_workdir
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainResult:
+    """What a pretraining run left behind.
+
+    Attributes:
+        workdir: The run directory, absolute.
+        trained: False when the run was already finished and nothing was done.
+        epochs: Epochs the run holds.
+        knn_untrained: kNN top-1 (%) of the untrained backbone, or None without the monitor.
+        knn_final: kNN top-1 (%) after the last epoch, or None without the monitor.
+        backbone_export: The exported backbone SavedModel.
+        model_export: The exported `.keras` model (load it after `import carl_tf`).
+        metrics: Path of metrics.csv.
+    """
+
+    workdir: str
+    trained: bool
+    epochs: int
+    knn_untrained: float | None
+    knn_final: float | None
+    backbone_export: str
+    model_export: str
+    metrics: str
+
+
+def pretrain(config, workdir: str, *, overwrite: bool = False) -> PretrainResult:
+    """Runs, resumes or (with `overwrite`) restarts one pretraining run.
+
+    Args:
+        config: A ConfigDict with the fields of `carl_tf.configs.common.paper_recipe()`.
+        workdir: The run directory; rerunning on it resumes after the last finished epoch.
+        overwrite: Delete the run already in `workdir` (only once everything is checked).
+
+    Returns:
+        What the run left behind; also for a run that was already finished.
+
+    Raises:
+        UsageError: A setting, data source or run directory that cannot work (nothing written).
+        TrainingFailed: The loss became NaN or the assignment collapsed (nothing exported).
+    """
+    validate_config(config)
+    policy, strategy = setup_runtime(config)
+    chief_dir = RunDirectory(workdir)
+    run_dir = RunDirectory(worker_workdir(workdir, strategy))
+    if not overwrite:
+        run_dir.check_config(config.to_dict())
+        # The chief's export is the one finish line: a worker's own scratch directory is gone
+        # after a finished run, and a worker that trained alone would wait for the chief forever.
+        if chief_dir.is_finished():
+            logger.info("%s holds a finished run; nothing to do", chief_dir.path)
+            return _result(chief_dir, trained=False)
+
+    source = load_training_source(config)
+    train_data = data.make_dataset(
+        source, batch_size=config.batch_size, shuffle=True, drop_remainder=True, seed=config.seed
+    )
+    steps_per_epoch = source.num_examples // config.batch_size
+    knn_sets = load_knn_sets(config)
+    with strategy.scope():
+        model = build_model(config, steps_per_epoch)
+
+    run_dir.create(config.to_dict(), overwrite=overwrite)
+    epochs_done = resume(model, chief_dir, run_dir)
+    callbacks, guards = make_callbacks(config, model, run_dir, knn_sets, epochs_done)
+    logger.info(
+        "pretraining on %d images of %s, %d steps per epoch, workdir %s",
+        source.num_examples,
+        source.description,
+        steps_per_epoch,
+        run_dir.path,
+    )
+    model.fit(
+        train_data,
+        epochs=config.epochs,
+        initial_epoch=epochs_done,
+        callbacks=callbacks,
+        verbose=1 if sys.stdout.isatty() else 2,  # a progress bar on terminals, a line in logs
+        shuffle=False,  # make_dataset reshuffles every epoch
+    )
+    raise_on_failure(config, policy, *guards)
+    export_run(model, run_dir.export_dir)
+    if not is_chief(strategy):  # its files duplicate the chief's; written for the collectives
+        shutil.rmtree(run_dir.path, ignore_errors=True)
+    return _result(chief_dir, trained=True)
+
+
+def setup_runtime(config):
+    """Seeds every generator, sets the Keras dtype policy and makes the strategy.
+
+    Returns:
+        The resolved policy's name and the `tf.distribute` strategy.
+    """
+    keras.utils.set_random_seed(config.seed)
+    try:
+        policy = set_precision(config.precision, strategy=config.strategy).name
+        strategy = make_strategy(config.strategy)
+    except ValueError as error:  # an unknown --precision or --strategy
+        raise UsageError(str(error)) from error
+    logger.info("precision %s: Keras dtype policy %s", config.precision, policy)
+    return policy, strategy
+
+
+def build_model(config, steps_per_epoch: int) -> CARL:
+    """The CARL model of a config, compiled with SGD and the (warmup +) cosine learning rate."""
+    backbone = build_backbone(
+        config.backbone, width=config.backbone_width, image_size=config.image_size
+    )
+    augmenter = SimCLRAugment(
+        image_size=config.image_size,
+        crop_scale=(config.crop_min_scale, 1.0),
+        blur_probability=config.blur_probability,
+    )
+    model = CARL(
+        backbone,
+        num_prototypes=config.num_prototypes,
+        projection_hidden_units=(config.projection_hidden_dim,) * config.projection_hidden_layers,
+        projection_dim=config.projection_dim,
+        augmenter=augmenter,
+        kl_weight=config.kl_start,
+        symmetric=config.symmetric,
+    )
+    peak = config.learning_rate * config.batch_size / 256
+    warmup_steps = config.warmup_epochs * steps_per_epoch
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup_steps else peak,
+        warmup_target=peak if warmup_steps else None,
+        warmup_steps=warmup_steps,
+        decay_steps=(config.epochs - config.warmup_epochs) * steps_per_epoch,
+    )
+    optimizer = keras.optimizers.SGD(
+        schedule, momentum=config.momentum, weight_decay=config.weight_decay or None
+    )
+    model.compile(optimizer=optimizer, jit_compile=config.jit_compile)
+    return model
+
+
+def load_training_source(config) -> data.ImageSource:
+    """The pretraining images, cut to a fixed seeded subset when `train_subset` asks."""
+    source = data.load_source(
+        config.dataset,
+        split=config.train_split,
+        data_dir=config.data_dir or None,
+        image_size=config.image_size,
+        holdout=config.holdout,
+        seed=config.split_seed,
+        download=config.download,
+    )
+    if not config.train_subset or config.train_subset >= source.num_examples:
+        return source
+    images, labels = data.source_arrays(source)
+    keep = np.sort(
+        np.random.default_rng(config.split_seed).permutation(len(images))[: config.train_subset]
+    )
+    return dataclasses.replace(
+        source, arrays=(images[keep], labels[keep]), stream=None, num_examples=len(keep)
+    )
+
+
+def load_knn_sets(config):
+    """Labelled (bank, queries) arrays for the kNN monitor, or None with the reason logged."""
+    if not config.knn_every:
+        return None
+    if data.splits_by_holdout(config.dataset) and not config.holdout:
+        logger.info("kNN monitor skipped: set --holdout to hold out labelled images")
+        return None
+    sets = []
+    for split in (config.knn_train_split, config.knn_test_split):
+        source = data.load_source(
+            config.dataset,
+            split=split,
+            data_dir=config.data_dir or None,
+            image_size=config.image_size,
+            holdout=config.holdout,
+            seed=config.split_seed,
+        )
+        if source.num_classes is None:
+            logger.info("kNN monitor skipped: %s has no labels", source.description)
+            return None
+        sets.append(data.labelled_arrays(source))
+    return tuple(sets)
+
+
+def resume(model: CARL, chief_dir: RunDirectory, run_dir: RunDirectory) -> int:
+    """Restores the newest checkpoint into `model`; returns the epochs it holds (0: none).
+
+    Every worker resumes from the chief's newest checkpoint (the workdir is on storage all
+    hosts see): after a crash between the chief's and a worker's write of the same epoch,
+    their own newest checkpoints stand an epoch apart, and workers must restart in step.
+    """
+    checkpoint, epochs_done = chief_dir.latest_checkpoint()
+    if checkpoint:
+        model.optimizer.build(model.trainable_variables)
+        model.load_weights(checkpoint)
+        logger.info("resuming %s after epoch %d", run_dir.path, epochs_done)
+    run_dir.keep_metrics_up_to(epochs_done)
+    return epochs_done
+
+
+def make_callbacks(config, model: CARL, run_dir: RunDirectory, knn_sets, epochs_done: int):
+    """The run's callbacks, and its (NaN, collapse) guards to check after `fit`.
+
+    Measures and records the untrained backbone's kNN (epoch 0) on a fresh run.
+    """
+    callbacks = [KLWeightSchedule(config.kl_start, config.kl_end, config.kl_decay_epochs)]
+    if knn_sets:
+        monitor = KNNMonitor(
+            *knn_sets,
+            every=config.knn_every,
+            epochs=config.epochs,
+            k=config.knn_k,
+            temperature=config.knn_temperature,
+        )
+        monitor.set_model(model)
+        if not epochs_done:
+            untrained = monitor.measure()
+            logger.info("kNN top-1 of the untrained backbone: %.2f%%", untrained)
+            run_dir.append_metrics({"epoch": 0, "knn_top1": untrained})
+        callbacks.append(monitor)
+    nan_guard = StopOnNaN()
+    collapse_guard = CollapseGuard(
+        config.collapse_fraction, config.batch_size, patience=config.collapse_patience
+    )
+    callbacks += [
+        collapse_guard,
+        nan_guard,
+        RunRecorder(run_dir),
+        keras.callbacks.TensorBoard(run_dir.tensorboard_dir),
+    ]
+    return callbacks, (nan_guard, collapse_guard)
+
+
+def raise_on_failure(config, policy: str, nan_guard: StopOnNaN, collapse_guard: CollapseGuard):
+    """Raises TrainingFailed when a guard stopped the fit, naming the settings to change."""
+    if nan_guard.failed_at:
+        epoch, batch = nan_guard.failed_at
+        hint = "" if policy == "float32" else " or use --precision=float32"
+        raise TrainingFailed(
+            f"the loss became NaN at epoch {epoch}, batch {batch}; lower --learning_rate "
+            f"(now {config.learning_rate}){hint} and rerun with --overwrite"
+        )
+    if collapse_guard.stopped_at:
+        raise TrainingFailed(
+            f"the assignment collapsed: fewer than {collapse_guard.threshold():g} "
+            f"prototypes in use per batch for {collapse_guard.patience} epochs, up to epoch "
+            f"{collapse_guard.stopped_at}; lower --learning_rate (now {config.learning_rate}) "
+            f"or raise --kl_start/--kl_end (now {config.kl_start}/{config.kl_end}) and rerun "
+            "with --overwrite"
+        )
+
+
+def _result(run_dir: RunDirectory, trained: bool) -> PretrainResult:
+    knn = {int(r["epoch"]): float(r["knn_top1"]) for r in run_dir.read_metrics() if r["knn_top1"]}
+    rows = run_dir.read_metrics()
+    last = max((int(row["epoch"]) for row in rows), default=0)
+    return PretrainResult(
+        workdir=run_dir.path,
+        trained=trained,
+        epochs=last,
+        knn_untrained=knn.get(0),
+        knn_final=knn.get(last) if last else None,
+        backbone_export=run_dir.backbone_export,
+        model_export=run_dir.model_export,
+        metrics=run_dir.metrics_path,
+    )
