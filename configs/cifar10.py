@@ -12,7 +12,7 @@ def get_config(arg: str | None = None):
     c.dataset = "cifar10"
     c.image_size = 32
     c.num_prototypes = 100  # about ten times the classes (Fig. 3)
-    c.kl_start, c.kl_end, c.kl_decay_epochs = 4.0, 1.5, 100
+    c.kl_start, c.kl_end = 4.0, 1.5  # decayed over half the epochs (common.py)
     if arg == "smoke":
         c.epochs, c.backbone_width, c.knn_every, c.train_subset = 2, 8, 1, 2048
     return c

@@ -33,10 +33,12 @@ def paper_recipe() -> ml_collections.ConfigDict:
     # lambda_e of eq. 8: linear decay from kl_start (b) to kl_end (a) over kl_decay_epochs (E).
     c.kl_start = 4.0
     c.kl_end = 1.5
-    c.kl_decay_epochs = 100
 
     # Optimisation (He et al. 2020, as Appendix A says).
     c.epochs = 200
+    # E of eq. 8 is half the epochs (100 of 200, App. B); a reference, so --epochs moves it
+    # too (--kl_decay_epochs still sets it).
+    c.kl_decay_epochs = c.get_ref("epochs") // 2
     c.batch_size = 256
     c.learning_rate = 0.03  # at batch 256; the run uses learning_rate * batch_size / 256
     c.warmup_epochs = 0

@@ -20,10 +20,12 @@ def get_config(arg: str | None = None):
     c.epochs = 15
     c.batch_size = 128
     c.learning_rate = 0.1
-    c.kl_start, c.kl_end, c.kl_decay_epochs = 4.0, 1.5, 10
+    # lambda 4 -> 1.5 over two thirds of the epochs (10 of 15); follows --epochs.
+    c.kl_start, c.kl_end = 4.0, 1.5
+    c.kl_decay_epochs = c.get_ref("epochs") * 2 // 3
     c.crop_min_scale = 0.3  # 8x8 digits carry too little to survive an 8% crop
     c.knn_every = 5
     if arg == "smoke":
         c.epochs, c.backbone_width, c.projection_hidden_dim, c.knn_every = 2, 4, 64, 1
-        c.batch_size, c.kl_decay_epochs = 64, 2
+        c.batch_size = 64
     return c

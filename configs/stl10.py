@@ -13,7 +13,7 @@ def get_config(arg: str | None = None):
     c.image_size = 96  # standard ResNet stem from 96 px (carl_tf.backbones)
     c.blur_probability = 0.5
     c.num_prototypes = 100  # ten times STL-10's classes, as for CIFAR-10
-    c.kl_start, c.kl_end, c.kl_decay_epochs = 2.0, 1.0, 100
+    c.kl_start, c.kl_end = 2.0, 1.0  # decayed over half the epochs (common.py)
     if arg == "smoke":
         c.epochs, c.backbone_width, c.knn_every, c.train_subset = 2, 8, 1, 1024
     return c

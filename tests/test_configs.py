@@ -42,3 +42,13 @@ def test_paper_presets_hold_the_paper_recipe(name, k, kl, epochs):
     )
     assert (c.backbone, c.batch_size, c.learning_rate, c.momentum) == ("resnet18", 256, 0.03, 0.9)
     assert c.projection_dim == 128
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_kl_decay_follows_epochs_unless_set(name):
+    """--epochs=3 on a preset must let lambda_e reach its end value (eq. 8) within the run."""
+    config = importlib.import_module(f"carl_tf.configs.{name}").get_config()
+    config.epochs = 3
+    assert 1 <= config.kl_decay_epochs <= 3
+    config.kl_decay_epochs = 7
+    assert (config.kl_decay_epochs, config.epochs) == (7, 3)

@@ -76,8 +76,9 @@ def package_modules():
                 yield relative.removesuffix(".__init__"), path
     for name in sorted(os.listdir(os.path.join(REPO, "configs"))):
         if name.endswith(".py"):
-            yield f"carl_tf.configs.{name[:-3]}".removesuffix(".__init__"), os.path.join(
-                REPO, "configs", name
+            yield (
+                f"carl_tf.configs.{name[:-3]}".removesuffix(".__init__"),
+                os.path.join(REPO, "configs", name),
             )
 
 

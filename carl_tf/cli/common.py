@@ -69,8 +69,19 @@ def interrupted_message(what: str) -> str:
     return f"{what}; run the same command to resume"
 
 
-def parse_flags(argv: list[str]) -> list[str]:
-    """absl's flag parsing, with a bad flag reported as one `error:` line like every mistake."""
+_HELP = ("--help", "-h", "-?", "--helpshort", "--helpfull")
+
+
+def parse_flags(argv: list[str], help_module: str | None = None) -> list[str]:
+    """absl's flag parsing, with a bad flag reported as one `error:` line like every mistake.
+
+    `--help` prints the flags of `help_module` (the program's own) and exits 0, as command-line
+    programs do; absl's own help exits 1.
+    """
+    if help_module and any(arg in _HELP for arg in argv[1:]):
+        doc = sys.modules[help_module].__doc__ or ""
+        print(f"{doc.strip()}\n\nflags:\n{flags.FLAGS.module_help(help_module)}")
+        sys.exit(0)
     try:
         return flags.FLAGS(argv)
     except flags.Error as error:

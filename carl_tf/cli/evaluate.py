@@ -153,4 +153,7 @@ def main(argv):
 
 def run() -> None:
     """The console script's entry point."""
-    app.run(run_main(main, lambda field: f"--{field}"), flags_parser=parse_flags)
+    app.run(
+        run_main(main, lambda field: f"--{field}"),
+        flags_parser=lambda argv: parse_flags(argv, help_module=__name__),
+    )

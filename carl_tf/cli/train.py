@@ -7,6 +7,7 @@ overrides any field of it. Running the same command again resumes from the last 
 """
 
 import importlib.util
+import json
 import os
 import re
 import sys
@@ -16,7 +17,7 @@ from ml_collections import config_flags
 
 from carl_tf.cli.common import parse_flags, run_main
 from carl_tf.errors import UsageError
-from carl_tf.run.config import unknown_field_error
+from carl_tf.run.config import unknown_field_error, validate_config
 from carl_tf.run.precision import PRECISIONS
 from carl_tf.run.strategy import STRATEGIES
 
@@ -40,6 +41,9 @@ _WORKDIR = flags.DEFINE_string(
     "default runs/<preset>. Rerunning on it resumes.",
 )
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Delete the workdir's run and start afresh.")
+_PRINT_CONFIG = flags.DEFINE_bool(
+    "print_config", False, "Print the resolved, checked config and the workdir, then exit."
+)
 
 # Shortcuts for the fields users reach for first; each overrides the preset's value when given.
 OVERRIDES = {
@@ -161,7 +165,7 @@ def _parse(argv: list[str]) -> list[str]:
         sys.exit(2)
     _RESOLVED.update(name=name, dataset=dataset)
     try:
-        return parse_flags(argv)
+        return parse_flags(argv, help_module=__name__)
     except AttributeError as error:  # --config.FIELD for a field the config lacks
         field = str(error).strip("'\"")
         print(f"error: {unknown_field_error(field)}", file=sys.stderr)
@@ -190,6 +194,10 @@ def main(argv):
     from carl_tf.training.pretrain import pretrain  # the heavy part, after the flags are checked
 
     config, workdir = resolve_config()
+    if _PRINT_CONFIG.value:
+        validate_config(config)
+        print(json.dumps({**config.to_dict(), "workdir": workdir}, indent=2, sort_keys=True))
+        return 0
     result = pretrain(config, workdir, overwrite=_OVERWRITE.value)
     if not result.trained:
         print(f"{result.workdir} holds a finished run; nothing to do (--overwrite trains afresh)")

@@ -3,8 +3,10 @@
 import logging
 
 import keras
+import numpy as np
+import tensorflow as tf
 
-from carl_tf.evaluation.features import extract_features
+from carl_tf.evaluation.features import extract_dataset_features, extract_features
 from carl_tf.evaluation.knn import knn_accuracy
 
 logger = logging.getLogger(__name__)
@@ -13,35 +15,64 @@ logger = logging.getLogger(__name__)
 class KNNMonitor(keras.callbacks.Callback):
     """Weighted kNN top-1 (k = 200, T = 0.1, cosine) of the backbone's features every few epochs.
 
-    Adds `knn_top1` (percent) to the epoch's logs, after every `every` epochs and after the last.
+    Adds `knn_top1` (percent) to the epoch's logs after every `every` epochs and after the last
+    epoch of `fit`, so `History`, CSVLogger and TensorBoard record it. Only features are held
+    between measurements; a `tf.data` bank or query set is read batch by batch each time.
 
     Args:
-        bank: labelled images `(N, H, W, 3)` and labels `(N,)` whose features vote.
-        queries: labelled images and labels that are classified and scored.
-        every: epochs between measurements.
-        epochs: the run's last epoch, always measured.
-        k, temperature: the kNN's neighbours and vote temperature.
+        bank: Labelled images whose features vote: `(images, labels)` arrays with shapes
+            `(N, H, W, 3)` in [0, 255] and `(N,)`, or a batched `tf.data.Dataset` of
+            `(images, labels)`.
+        queries: Labelled images that are classified and scored, in the same forms.
+        every: Epochs between measurements.
+        k: Neighbours that vote.
+        temperature: T of the vote weight exp(similarity / T).
+        epochs: The run's last epoch, always measured; default: the `epochs` of `fit`.
+
+    Example:
+        >>> monitor = carl_tf.KNNMonitor((x_train, y_train), (x_val, y_val), every=5)
+        >>> model.fit(images, epochs=20, callbacks=[monitor])
     """
 
-    def __init__(self, bank, queries, *, every: int, epochs: int, k: int = 200, temperature=0.1):
+    def __init__(
+        self,
+        bank,
+        queries,
+        *,
+        every: int = 1,
+        k: int = 200,
+        temperature: float = 0.1,
+        epochs: int | None = None,
+    ):
         super().__init__()
+        if int(every) < 1:
+            raise ValueError(f"every must be at least 1 epoch, got {every}")
         self.bank, self.queries = bank, queries
-        self.every, self.epochs, self.k, self.temperature = every, epochs, k, temperature
+        self.every, self.epochs, self.k, self.temperature = int(every), epochs, k, temperature
 
     def measure(self) -> float:
         """kNN top-1 of the model's backbone as it is now, in percent."""
-        bank_features = extract_features(self.model.backbone, self.bank[0])
-        query_features = extract_features(self.model.backbone, self.queries[0])
+        bank_features, bank_labels = _features(self.model.backbone, self.bank)
+        query_features, query_labels = _features(self.model.backbone, self.queries)
         return knn_accuracy(
             bank_features,
-            self.bank[1],
+            bank_labels,
             query_features,
-            self.queries[1],
+            query_labels,
             k=self.k,
             temperature=self.temperature,
         )
 
     def on_epoch_end(self, epoch, logs=None):
-        if (epoch + 1) % self.every == 0 or epoch + 1 == self.epochs:
+        last = self.epochs if self.epochs is not None else self.params.get("epochs")
+        if (epoch + 1) % self.every == 0 or epoch + 1 == last:
             logs["knn_top1"] = self.measure()
             logger.info("epoch %d: kNN top-1 %.2f%%", epoch + 1, logs["knn_top1"])
+
+
+def _features(backbone: keras.Model, labelled) -> tuple[np.ndarray, np.ndarray]:
+    """Features and labels of `(images, labels)` arrays or a batched `(images, labels)` dataset."""
+    if isinstance(labelled, tf.data.Dataset):
+        return extract_dataset_features(backbone, labelled)
+    images, labels = labelled
+    return extract_features(backbone, images), np.asarray(labels)

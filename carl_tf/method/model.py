@@ -14,6 +14,7 @@ from keras import ops
 from carl_tf.method import distributed, losses
 from carl_tf.method.augment import SimCLRAugment
 from carl_tf.method.heads import ProjectionHead
+from carl_tf.method.inputs import split_batch, warn_if_unit_range
 from carl_tf.method.multi_worker_fit import MultiWorkerFit
 
 _FIGURES = ("loss", "consistency", "kl", "kl_weight", "prototypes_in_use")
@@ -77,6 +78,7 @@ class CARL(MultiWorkerFit, keras.Model):
             float(kl_weight), trainable=False, dtype="float32", name="kl_weight"
         )
         self._trackers = {name: keras.metrics.Mean(name=name) for name in _FIGURES}
+        self._checked_input_range = False
         self.build()
 
     def build(self, input_shape=None):
@@ -119,20 +121,23 @@ class CARL(MultiWorkerFit, keras.Model):
         return self._update_trackers(self._objective(view_a, view_b, training=False))
 
     def predict_step(self, data):
-        images, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        images, _ = split_batch(data)
         return self.assign(images, training=False)
+
+    def fit(self, x=None, y=None, **kwargs):
+        """`keras.Model.fit`, warning once when the images look scaled to [0, 1]."""
+        if not self._checked_input_range:
+            self._checked_input_range = True
+            sample = _first_images(x)
+            if sample is not None:
+                warn_if_unit_range(sample)
+        return super().fit(x, y, **kwargs)
 
     def _views(self, data):
         """Two views per image: made on device from raw images, or the caller's `(a, b)` pair."""
-        if isinstance(data, (tuple, list)) and len(data) == 1:
-            data = data[0]
-        if isinstance(data, (tuple, list)):
-            first, second = data[0], data[1]
-            if len(second.shape) == 4:  # (view_a, view_b); labels have rank 1 or 2
-                return first, second
-            images = first
-        else:
-            images = data
+        images, second_view = split_batch(data)
+        if second_view is not None:
+            return images, second_view
         return self.augmenter(images, training=True), self.augmenter(images, training=True)
 
     def _objective(self, view_a, view_b, training):
@@ -206,6 +211,19 @@ class CARL(MultiWorkerFit, keras.Model):
         config["augmenter"] = keras.saving.deserialize_keras_object(config["augmenter"])
         config["projection_head"] = keras.saving.deserialize_keras_object(config["projection_head"])
         return cls(**config)
+
+
+def _first_images(x, count: int = 256):
+    """Up to `count` images of what `fit` was given, as NumPy, or None where it cannot tell."""
+    try:
+        if isinstance(x, tf.data.Dataset):
+            x = next(iter(x.take(1)))
+        elif isinstance(x, keras.utils.PyDataset):
+            x = x[0]
+        images, _ = split_batch(x)
+    except (ValueError, TypeError, IndexError, StopIteration):
+        return None  # the train step raises for forms it cannot take
+    return ops.convert_to_numpy(images[:count])
 
 
 def _default_augmenter(backbone: keras.Model) -> keras.layers.Layer:

@@ -1,0 +1,88 @@
+"""The batches `CARL.fit` accepts, turned into images or a pair of views.
+
+Keras users pass batches in several forms; each is accepted here, in one place:
+
+* images `(N, H, W, 3)`, uint8 or float, values in [0, 255];
+* single-channel images `(N, H, W, 1)`, repeated to RGB;
+* `(images,)` or `(images, labels)` (labels ignored), as `fit(x, y)` and `tf.data` give them;
+* `(view_a, view_b)`, two views the caller made, used as they are;
+* a dict with an `image` or `images` key (TFDS's default elements; other keys ignored).
+"""
+
+import logging
+
+import numpy as np
+from keras import ops
+
+logger = logging.getLogger(__name__)
+
+IMAGE_KEYS = ("image", "images")
+ACCEPTED = (
+    "images (N, H, W, 3) or (N, H, W, 1), (images, labels), (view_a, view_b), or a dict "
+    "with an 'image' key"
+)
+# Most pixels of a [0, 255] image batch lie above this; all of a [0, 1] one lie below.
+_UNIT_RANGE_MAX = 1.0
+
+
+def split_batch(data):
+    """The images of a batch, or its two caller-made views.
+
+    Returns:
+        `(images, None)` for images the model makes views of, or `(view_a, view_b)`.
+
+    Raises:
+        ValueError: For a batch of another form, naming the accepted ones.
+    """
+    if isinstance(data, dict):
+        key = next((k for k in IMAGE_KEYS if k in data), None)
+        if key is None:
+            raise ValueError(
+                f"a dict batch needs an 'image' key, got keys {sorted(data)}; "
+                f"CARL.fit takes {ACCEPTED}"
+            )
+        return as_rgb(data[key]), None
+    if isinstance(data, (tuple, list)):
+        if len(data) == 1 or (len(data) >= 2 and len(data[1].shape) != 4):
+            return split_batch(data[0])  # (images,) or (images, labels[, weights])
+        if len(data) == 2:
+            return as_rgb(data[0]), as_rgb(data[1])
+        raise ValueError(f"a batch of {len(data)} tensors of images; CARL.fit takes {ACCEPTED}")
+    return as_rgb(data), None
+
+
+def as_rgb(images):
+    """`images` with 3 channels: single-channel images are repeated, RGB kept."""
+    shape = tuple(images.shape)
+    if len(shape) != 4 or shape[-1] not in (1, 3):
+        raise ValueError(f"got a batch of shape {shape}; CARL.fit takes {ACCEPTED}")
+    if shape[-1] == 1:
+        return ops.repeat(images, 3, axis=-1)
+    return images
+
+
+def looks_unit_range(images) -> bool:
+    """Whether a sample of images lies within [0, 1], i.e. was scaled as `Rescaling(1/255)` does.
+
+    carl_tf's backbones normalize [0, 255] pixels inside the model; a [0, 1] batch trains with
+    features spread ~170x narrower, without any error.
+    """
+    values = np.asarray(images)
+    return bool(
+        np.issubdtype(values.dtype, np.floating)
+        and values.size
+        and values.max() <= _UNIT_RANGE_MAX
+        and values.min() >= 0.0
+    )
+
+
+def warn_if_unit_range(images) -> bool:
+    """Logs one warning when `images` look like [0, 1]; returns whether it did."""
+    if not looks_unit_range(images):
+        return False
+    logger.warning(
+        "the images passed to fit lie in [0, 1], but carl_tf's backbones take raw pixels in "
+        "[0, 255] (they normalize inside); multiply by 255, or put your backbone behind its own "
+        "preprocessing (see the README)"
+    )
+    return True
