@@ -49,3 +49,13 @@ def test_python_api_example_runs_as_written(tmp_path, monkeypatch):
     assert namespace["model"].assigner is not None
     again = namespace["carl_tf"].pretrain(namespace["config"], "runs/digits-smoke")
     assert not again.trained and again.knn_final == run.knn_final
+
+
+def test_keras_applications_example_runs_as_written():
+    section = _readme().split("### Inputs, other backbones and monitoring", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    namespace = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    (knn,) = namespace["history"].history["knn_top1"]
+    assert 0.0 <= knn <= 100.0
+    assert namespace["backbone"].output_shape == (None, 1280)
