@@ -294,38 +294,30 @@ def _load_npz(
 def _list_images(spec: str, root: str) -> tuple[list[str], np.ndarray, tuple[str, ...] | None]:
     """Lists the image files under `root`, labelled by class sub-folder when there are any.
 
+    Symbolic links are followed, but each real directory is walked once per class folder and
+    each real file listed once, so a link loop (`a/self -> .`) cannot multiply the images.
+
     Returns:
         Sorted file paths, their labels (-1 when unlabelled) and the class names or None.
 
     Raises:
-        DataError: If `root` is missing, holds no images, or mixes loose images with class
-            folders.
+        DataError: If `root` is missing, holds no images, mixes loose images with class
+            folders, or reaches one file from two class folders (its label is ambiguous).
     """
     if not os.path.isdir(root):
         raise DataError(f"{spec}: no such directory; pass an existing folder as folder:PATH")
-
-    def images_under(directory: str) -> list[str]:
-        found = []
-        for parent, dirs, files in os.walk(directory, followlinks=True):
-            # Hidden folders are tool state (.ipynb_checkpoints, .cache), not data.
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            found.extend(
-                os.path.join(parent, f)
-                for f in sorted(files)
-                if not f.startswith(".") and f.lower().endswith(_IMAGE_EXTENSIONS)
-            )
-        return found
-
     entries = sorted(e for e in os.listdir(root) if not e.startswith("."))
     loose = [
         os.path.join(root, e)
         for e in entries
         if e.lower().endswith(_IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(root, e))
     ]
+    labelled = {}  # (st_dev, st_ino) of each file listed -> (class folder, path)
     classes = {
         e: files
         for e in entries
-        if os.path.isdir(os.path.join(root, e)) and (files := images_under(os.path.join(root, e)))
+        if os.path.isdir(os.path.join(root, e))
+        and (files := _class_images(spec, e, os.path.join(root, e), labelled))
     }
     if not classes:
         if not loose:
@@ -344,6 +336,61 @@ def _list_images(spec: str, root: str) -> tuple[list[str], np.ndarray, tuple[str
         [np.full(len(files), i, np.int32) for i, files in enumerate(classes.values())]
     )
     return paths, labels, tuple(classes)
+
+
+def _identity(path: str) -> tuple[int, int]:
+    """The (device, inode) that names the real file or directory behind `path` and its links."""
+    stat = os.stat(path)
+    return stat.st_dev, stat.st_ino
+
+
+def _class_images(
+    spec: str, label: str, directory: str, labelled: dict[tuple[int, int], tuple[str, str]]
+) -> list[str]:
+    """The image files under one class folder, each real directory and file taken once.
+
+    Args:
+        spec: The source's spec, for messages.
+        label: The class folder's name.
+        directory: Its path.
+        labelled: (device, inode) of every file listed so far, shared by all class folders,
+            mapped to its class folder and path; updated with this folder's files.
+
+    Raises:
+        DataError: If a file here is the same real file as one listed under another class.
+    """
+    found = []
+    walked = {_identity(directory)}
+    for parent, dirs, files in os.walk(directory, followlinks=True):
+        # Hidden folders are tool state (.ipynb_checkpoints, .cache), not data; a directory
+        # already walked (a link loop, or two links to one folder) is not walked again.
+        kept = []
+        for name in sorted(d for d in dirs if not d.startswith(".")):
+            identity = _identity(os.path.join(parent, name))
+            if identity not in walked:
+                walked.add(identity)
+                kept.append(name)
+        dirs[:] = kept
+        for name in sorted(files):
+            if name.startswith(".") or not name.lower().endswith(_IMAGE_EXTENSIONS):
+                continue
+            path = os.path.join(parent, name)
+            try:
+                identity = _identity(path)
+            except OSError:  # a dangling link: listed, and reported as undecodable when read
+                found.append(path)
+                continue
+            if identity in labelled:
+                other_label, other = labelled[identity]
+                if other_label != label:
+                    raise DataError(
+                        f"{spec}: {path} is the same file as {other}, so it has two labels "
+                        f"({other_label!r} and {label!r}); remove one of the links"
+                    )
+                continue  # the same image linked twice in one class counts once
+            labelled[identity] = (label, path)
+            found.append(path)
+    return found
 
 
 def _decode(path: tf.Tensor) -> tf.Tensor:

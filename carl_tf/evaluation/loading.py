@@ -14,7 +14,7 @@ import tensorflow as tf
 from carl_tf.errors import UsageError
 from carl_tf.method import backbones
 from carl_tf.method.model import CARL
-from carl_tf.run.rundir import RunDirectory
+from carl_tf.run.rundir import RunDirectory, keras_file_problem
 
 _ACCEPTED = "pass a train.py workdir, an exported backbone SavedModel directory or a .keras file"
 
@@ -128,7 +128,11 @@ def random_backbone(model: LoadedModel, seed: int) -> keras.Model:
 
 
 def _run_weights(run: RunDirectory) -> str:
-    """The run's exported model, else its newest checkpoint."""
+    """The run's exported model, else its newest readable checkpoint.
+
+    Raises:
+        UsageError: If the run has no model yet, or every checkpoint it has is damaged.
+    """
     if os.path.exists(run.model_export):
         return run.model_export
     checkpoint, _ = run.latest_checkpoint()
@@ -158,6 +162,13 @@ def _read_config(run: RunDirectory | None) -> dict | None:
 
 def _load_keras(path: str) -> tuple[keras.Model, keras.Model | None]:
     """(backbone, assigner) of a `.keras` file: a CARL model, or a bare backbone."""
+    # Keras reports a truncated or overwritten file as "File not found"; name the real problem.
+    problem = keras_file_problem(path)
+    if problem:
+        raise UsageError(
+            f"cannot load {path}: the file is damaged ({problem}); restore it, or pass another "
+            "--model"
+        )
     try:
         model = keras.models.load_model(path, compile=False)
     except Exception as error:  # Keras raises many types for unreadable or foreign files.

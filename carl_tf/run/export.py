@@ -11,6 +11,7 @@ import shutil
 import keras
 import tensorflow as tf
 
+from carl_tf.errors import RunDirectoryError
 from carl_tf.method.model import CARL
 
 
@@ -38,11 +39,32 @@ def export_run(model: CARL, export_dir: str) -> None:
 
     Both are written into a temporary sibling directory that is renamed to `export_dir` once
     complete, so an interrupted export leaves no `export_dir` behind (train.py treats its
-    presence as "this run is finished").
+    presence as "this run is finished"). The temporary directory is removed on any failure.
+
+    Raises:
+        RunDirectoryError: If the disk refuses the write (full, read-only); the run's
+            checkpoints are untouched, so rerunning the same command exports again.
     """
     temporary = f"{export_dir}.tmp"
     shutil.rmtree(temporary, ignore_errors=True)
-    os.makedirs(temporary)
-    export_backbone(model, os.path.join(temporary, "backbone"))
-    model.save(os.path.join(temporary, "carl.keras"))
-    os.replace(temporary, export_dir)
+    try:
+        os.makedirs(temporary)
+        export_backbone(model, os.path.join(temporary, "backbone"))
+        model.save(os.path.join(temporary, "carl.keras"))
+        os.replace(temporary, export_dir)
+    except BaseException as error:  # Ctrl-C and SIGTERM too: leave no half-written export
+        shutil.rmtree(temporary, ignore_errors=True)
+        # TensorFlow reports the SavedModel's failed writes as OpError, not OSError.
+        if isinstance(error, (OSError, tf.errors.OpError)):
+            raise RunDirectoryError(
+                f"cannot write the export {export_dir} ({_reason(error)}); free space on "
+                f"{os.path.dirname(export_dir)} or make it writable, then run the same command "
+                "to export"
+            ) from error
+        raise
+
+
+def _reason(error: Exception) -> str:
+    """The first line of an error's message, for a one-line report."""
+    text = getattr(error, "strerror", None) or getattr(error, "message", None) or str(error)
+    return text.strip().splitlines()[0] if text.strip() else type(error).__name__

@@ -1,15 +1,23 @@
 """The run directory of train.py: resolved config, checkpoints, metrics.csv and the export.
 
 Every file is written under a temporary name and renamed into place, so a process killed at any
-moment leaves the previous complete version behind, never a half-written one.
+moment leaves the previous complete version behind, never a half-written one; a write that fails
+(a full or read-only disk) removes its temporary file. One process at a time holds a run
+directory (`RunDirectory.lock`). docs/faults.md lists what survives what.
 """
 
+import contextlib
 import csv
+import fcntl
 import io
 import json
+import logging
 import os
 import re
 import shutil
+import socket
+import zipfile
+from collections.abc import Iterator
 
 from carl_tf.errors import RunDirectoryError
 from carl_tf.run.config import config_from_json
@@ -28,6 +36,8 @@ METRICS_COLUMNS = (
 _CHECKPOINT = re.compile(r"^ckpt-(\d{4,})\.keras$")
 _CHECKPOINTS_KEPT = 2
 
+logger = logging.getLogger(__name__)
+
 
 class RunDirectory:
     """Paths and atomic writes of one training run.
@@ -45,6 +55,46 @@ class RunDirectory:
         self.export_dir = os.path.join(self.path, "export")
         self.backbone_export = os.path.join(self.export_dir, "backbone")
         self.model_export = os.path.join(self.export_dir, "carl.keras")
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Holds the run directory for this process; a second holder is refused at once.
+
+        The lock is an `fcntl.flock` on `<workdir>.lock`, a file beside the directory rather
+        than in it: `create(overwrite=True)` deletes the directory, and a lock on a deleted
+        file would no longer exclude anyone. The file keeps the holder's pid and host for the
+        refusal message and stays behind after the run (removing it would race a process
+        about to lock it). The OS releases the lock on any exit, SIGKILL included, so the
+        lock of a dead process is no obstacle. flock is only as good as the filesystem's:
+        local disks honour it, some network filesystems do not.
+
+        Raises:
+            RunDirectoryError: If another process holds the lock, naming its pid and host.
+        """
+        path = f"{self.path}.lock"
+        try:
+            # "a+" opens without truncating: the holder's pid must stay readable when refused.
+            handle = open(path, "a+", encoding="utf-8")
+        except OSError as error:
+            raise RunDirectoryError(
+                f"cannot create the lock file {path} ({error.strerror}); make its folder "
+                "writable or choose another --workdir"
+            ) from error
+        with handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as error:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise RunDirectoryError(
+                    f"workdir {self.path} is in use by {holder} (lock {path}); wait for that "
+                    "run to finish or stop it, or choose another --workdir"
+                ) from error
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+            handle.flush()
+            yield  # closing the handle releases the lock
 
     def is_finished(self) -> bool:
         """The export is renamed into place last, so its presence means the run completed."""
@@ -78,25 +128,54 @@ class RunDirectory:
         """The config this run recorded (a ConfigDict)."""
         return config_from_json(self.config_path)
 
-    def latest_checkpoint(self) -> tuple[str | None, int]:
-        """The newest complete checkpoint and the number of epochs it holds (None, 0 if none)."""
+    def checkpoints(self) -> list[tuple[int, str]]:
+        """(epochs done, path) of every checkpoint file, newest first, readable or not."""
         found = []
         if os.path.isdir(self.checkpoint_dir):
             for name in os.listdir(self.checkpoint_dir):
                 match = _CHECKPOINT.match(name)
                 if match:
                     found.append((int(match.group(1)), os.path.join(self.checkpoint_dir, name)))
-        if not found:
-            return None, 0
-        epochs, path = max(found)
-        return path, epochs
+        return sorted(found, reverse=True)
+
+    def latest_checkpoint(self) -> tuple[str | None, int]:
+        """The newest readable checkpoint and the epochs it holds (None, 0 if there is none).
+
+        A damaged newer checkpoint (a truncated file, a failing disk) is skipped with a
+        warning, so a resume continues from the one before it.
+
+        Raises:
+            RunDirectoryError: If there are checkpoints but none is readable: starting afresh
+                silently would throw the run away.
+        """
+        found = self.checkpoints()
+        for epochs, path in found:
+            problem = keras_file_problem(path)
+            if problem is None:
+                return path, epochs
+            logger.warning("skipping the checkpoint %s: %s", path, problem)
+        if found:
+            raise RunDirectoryError(
+                f"every checkpoint in {self.checkpoint_dir} is damaged (newest: {found[0][1]}); "
+                "restore one, or start afresh with --overwrite"
+            )
+        return None, 0
 
     def save_checkpoint(self, model, epochs_done: int) -> None:
-        """Saves model and optimizer after `epochs_done` epochs; keeps the newest two."""
+        """Saves model and optimizer after `epochs_done` epochs; keeps the newest two.
+
+        Raises:
+            RunDirectoryError: If the disk refuses the write (full, read-only); the partial
+                temporary file is removed and the previous checkpoints are left as they were.
+        """
         name = f"ckpt-{epochs_done:04d}.keras"
         temporary = os.path.join(self.checkpoint_dir, f".tmp-{name}")
-        model.save(temporary)
-        os.replace(temporary, os.path.join(self.checkpoint_dir, name))
+        try:
+            model.save(temporary)
+            os.replace(temporary, os.path.join(self.checkpoint_dir, name))
+        except OSError as error:
+            _remove_quietly(temporary)
+            raise _write_error(os.path.join(self.checkpoint_dir, name), error) from error
         kept = sorted(
             (n for n in os.listdir(self.checkpoint_dir) if _CHECKPOINT.match(n)), reverse=True
         )
@@ -104,16 +183,45 @@ class RunDirectory:
             os.remove(os.path.join(self.checkpoint_dir, old))
 
     def read_metrics(self) -> list[dict]:
-        """Rows of metrics.csv as dicts of strings (empty if none yet)."""
+        """Rows of metrics.csv as dicts of strings (empty if none yet).
+
+        Raises:
+            RunDirectoryError: If a row is not a row of numbers (a damaged or edited file).
+        """
         if not os.path.exists(self.metrics_path):
             return []
         with open(self.metrics_path, newline="") as f:
-            return list(csv.DictReader(f))
+            rows = list(csv.DictReader(f))
+        for line, row in enumerate(rows, start=2):  # line 1 is the header
+            if not _is_metrics_row(row):
+                raise RunDirectoryError(
+                    f"{self.metrics_path} line {line} is damaged (not a row of numbers under "
+                    f"the header {','.join(METRICS_COLUMNS)}); restore it, or start afresh "
+                    "with --overwrite"
+                )
+        return rows
 
     def keep_metrics_up_to(self, epochs_done: int) -> None:
-        """Drops rows of epochs after the checkpoint resumed from: they will be trained again."""
-        rows = [row for row in self.read_metrics() if int(row["epoch"]) <= epochs_done]
-        self._write_metrics(rows)
+        """Keeps one row per epoch up to the checkpoint resumed from; later ones are redone.
+
+        A fresh start (`epochs_done` 0) drops every row, the untrained kNN's epoch-0 row
+        included, which it measures and writes again; a resume keeps the last row of each
+        epoch, so a history is one row per epoch however often the run was killed.
+
+        Raises:
+            RunDirectoryError: If metrics.csv is gone while the run has checkpoints: resuming
+                would silently lose the history of the epochs done.
+        """
+        if epochs_done and not os.path.exists(self.metrics_path) and self.checkpoints():
+            raise RunDirectoryError(
+                f"{self.metrics_path} is missing but {self.checkpoint_dir} holds "
+                f"{epochs_done} epochs; restore it, or start afresh with --overwrite"
+            )
+        by_epoch = {}
+        for row in self.read_metrics() if epochs_done else []:
+            if int(row["epoch"]) <= epochs_done:
+                by_epoch[int(row["epoch"])] = row
+        self._write_metrics([by_epoch[epoch] for epoch in sorted(by_epoch)])
 
     def append_metrics(self, row: dict) -> None:
         """Adds one epoch's row (rewriting the small file atomically keeps it never torn)."""
@@ -128,10 +236,67 @@ class RunDirectory:
 
 
 def write_atomically(path: str, text: str) -> None:
-    """Writes `text` to `path` through a temporary file and a rename."""
+    """Writes `text` to `path` through a temporary file and a rename.
+
+    Raises:
+        RunDirectoryError: If the disk refuses the write; `path` keeps its previous content
+            and the temporary file is removed.
+    """
     temporary = os.path.join(os.path.dirname(path), f".tmp-{os.path.basename(path)}")
-    with open(temporary, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temporary, path)
+    try:
+        with open(temporary, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except OSError as error:
+        _remove_quietly(temporary)
+        raise _write_error(path, error) from error
+
+
+def keras_file_problem(path: str) -> str | None:
+    """Why the `.keras` file at `path` cannot be loaded, or None when it is a sound zip.
+
+    A `.keras` file is a zip archive; checking every member's CRC catches the truncated or
+    partly overwritten files a crash or a failing disk leaves, which Keras itself reports
+    only as "File not found".
+    """
+    try:
+        if not zipfile.is_zipfile(path):
+            return "not a zip archive (truncated or overwritten)"
+        with zipfile.ZipFile(path) as archive:
+            broken = archive.testzip()
+    except (OSError, zipfile.BadZipFile, EOFError) as error:
+        return f"unreadable ({error})"
+    return f"its member {broken} is damaged" if broken else None
+
+
+def _is_metrics_row(row: dict) -> bool:
+    """Whether a csv.DictReader row has an integer epoch and numbers (or blanks) elsewhere."""
+    if None in row or not str(row.get("epoch") or "").isdigit():  # None: more cells than columns
+        return False
+    try:
+        for value in row.values():
+            if value:  # blank cells (and a short row's missing ones) are values not measured
+                float(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _write_error(path: str, error: OSError) -> RunDirectoryError:
+    """The one-line error of a write the disk refused, naming the file and the fix."""
+    folder = os.path.dirname(path)
+    return RunDirectoryError(
+        f"cannot write {path} ({error.strerror or error}); free space on {folder} or make it "
+        "writable, then run the same command to resume"
+    )
+
+
+def _remove_quietly(path: str) -> None:
+    """Removes a temporary file or directory if it is there (cleanup must not mask the error)."""
+    with contextlib.suppress(OSError):
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)

@@ -68,6 +68,8 @@ def pretrain(config, workdir: str, *, overwrite: bool = False) -> PretrainResult
 
     Raises:
         UsageError: A setting, data source or run directory that cannot work (nothing written).
+        RunDirectoryError: The workdir is in use by another train.py (see `RunDirectory.lock`),
+            damaged, full or read-only.
         TrainingFailed: The loss became NaN or the assignment collapsed (nothing exported).
     """
     validate_config(config)
@@ -91,28 +93,31 @@ def pretrain(config, workdir: str, *, overwrite: bool = False) -> PretrainResult
     with strategy.scope():
         model = build_model(config, steps_per_epoch)
 
-    run_dir.create(config.to_dict(), overwrite=overwrite)
-    epochs_done = resume(model, chief_dir, run_dir)
-    callbacks, guards = make_callbacks(config, model, run_dir, knn_sets, epochs_done)
-    logger.info(
-        "pretraining on %d images of %s, %d steps per epoch, workdir %s",
-        source.num_examples,
-        source.description,
-        steps_per_epoch,
-        run_dir.path,
-    )
-    model.fit(
-        train_data,
-        epochs=config.epochs,
-        initial_epoch=epochs_done,
-        callbacks=callbacks,
-        verbose=1 if sys.stdout.isatty() else 2,  # a progress bar on terminals, a line in logs
-        shuffle=False,  # make_dataset reshuffles every epoch
-    )
-    raise_on_failure(config, policy, *guards)
-    export_run(model, run_dir.export_dir)
-    if not is_chief(strategy):  # its files duplicate the chief's; written for the collectives
-        shutil.rmtree(run_dir.path, ignore_errors=True)
+    # Held from before the directory is created (or deleted by --overwrite) through the export,
+    # so a second train.py on the same workdir is refused before it changes anything.
+    with run_dir.lock():
+        run_dir.create(config.to_dict(), overwrite=overwrite)
+        epochs_done = resume(model, chief_dir, run_dir)
+        callbacks, guards = make_callbacks(config, model, run_dir, knn_sets, epochs_done)
+        logger.info(
+            "pretraining on %d images of %s, %d steps per epoch, workdir %s",
+            source.num_examples,
+            source.description,
+            steps_per_epoch,
+            run_dir.path,
+        )
+        model.fit(
+            train_data,
+            epochs=config.epochs,
+            initial_epoch=epochs_done,
+            callbacks=callbacks,
+            verbose=1 if sys.stdout.isatty() else 2,  # a progress bar on terminals, a line in logs
+            shuffle=False,  # make_dataset reshuffles every epoch
+        )
+        raise_on_failure(config, policy, *guards)
+        export_run(model, run_dir.export_dir)
+        if not is_chief(strategy):  # its files duplicate the chief's; written for the collectives
+            shutil.rmtree(run_dir.path, ignore_errors=True)
     return _result(chief_dir, trained=True)
 
 
@@ -218,13 +223,18 @@ def resume(model: CARL, chief_dir: RunDirectory, run_dir: RunDirectory) -> int:
     Every worker resumes from the chief's newest checkpoint (the workdir is on storage all
     hosts see): after a crash between the chief's and a worker's write of the same epoch,
     their own newest checkpoints stand an epoch apart, and workers must restart in step.
+    A damaged newest checkpoint is skipped for the one before it; metrics.csv is checked and
+    cut to the epochs resumed from before any weights are loaded.
+
+    Raises:
+        RunDirectoryError: If every checkpoint is damaged, or metrics.csv is damaged or gone.
     """
     checkpoint, epochs_done = chief_dir.latest_checkpoint()
+    run_dir.keep_metrics_up_to(epochs_done)
     if checkpoint:
         model.optimizer.build(model.trainable_variables)
         model.load_weights(checkpoint)
-        logger.info("resuming %s after epoch %d", run_dir.path, epochs_done)
-    run_dir.keep_metrics_up_to(epochs_done)
+        logger.info("resuming %s after epoch %d from %s", run_dir.path, epochs_done, checkpoint)
     return epochs_done
 
 

@@ -1,0 +1,320 @@
+"""Faults made for real: SIGKILL, a second train.py on the same workdir, truncated checkpoints and
+files, a full disk, symlink loops. docs/faults.md sums up what these tests check.
+
+The train.py runs are started together by one fixture (each only waits on its own files), so
+the file takes about as long as its two longest runs one after the other.
+"""
+
+import contextlib
+import csv
+import errno
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from carl_tf.data import sources
+from carl_tf.errors import DataError, RunDirectoryError, UsageError
+from carl_tf.evaluation.loading import load_model
+from carl_tf.run import export
+from carl_tf.run.rundir import RunDirectory
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMOKE = ["--config=configs/digits.py:smoke"]
+ENV = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+
+
+class Run:
+    """A train.py process whose stdout and stderr go to files beside its workdir."""
+
+    def __init__(self, workdir, *args, log=None):
+        self.workdir = str(workdir)
+        self.command = [sys.executable, "train.py", *SMOKE, f"--workdir={workdir}", *args]
+        self.log = log or f"{workdir}.log"
+        self.start()
+
+    def start(self):
+        with open(self.log, "w") as log:
+            self.process = subprocess.Popen(
+                self.command, cwd=REPO, env=ENV, stdout=log, stderr=subprocess.STDOUT
+            )
+
+    def wait(self, timeout=400) -> tuple[int, str]:
+        """The exit code and the output (stdout and stderr together)."""
+        code = self.process.wait(timeout=timeout)
+        with open(self.log) as log:
+            return code, log.read()
+
+    def path(self, *names) -> str:
+        return os.path.join(self.workdir, *names)
+
+
+def wait_for(condition, what: str, timeout: float = 300):
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def epochs_in(workdir) -> list[int]:
+    with open(os.path.join(workdir, "metrics.csv")) as f:
+        return [int(row["epoch"]) for row in csv.DictReader(f)]
+
+
+def error_lines(output: str) -> list[str]:
+    return [line for line in output.splitlines() if "error" in line.lower()]
+
+
+def damage(workdir, finished):
+    """A copy of the finished run without its export (so a rerun resumes), ready to damage."""
+    shutil.copytree(finished, workdir, ignore=shutil.ignore_patterns("export"))
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Every train.py scenario, run concurrently; maps a name to (exit code, output, workdir).
+
+    first: a 3-epoch run, raced by `second` (the same command with --overwrite) once it
+    holds its workdir. killed: SIGKILLed after writing its epoch-0 row, before its first
+    checkpoint, then `resumed` with the same command. Once `first` finished, copies of it
+    resume with the newest checkpoint truncated, without metrics.csv, with a garbage metrics
+    row, or with a truncated config.json.
+    """
+    tmp = tmp_path_factory.mktemp("faults")
+    first = Run(tmp / "first", "--epochs=3")
+    killed = Run(tmp / "killed", "--epochs=1")
+    results = {}
+
+    wait_for(lambda: os.path.exists(first.path("config.json")), "the first run to start")
+    config_written = os.stat(first.path("config.json")).st_mtime_ns
+    second = Run(tmp / "first", "--epochs=3", "--overwrite", log=f"{tmp / 'second'}.log")
+
+    wait_for(lambda: os.path.exists(killed.path("metrics.csv")), "the epoch-0 row")
+    killed.process.send_signal(signal.SIGKILL)
+    killed.process.wait()
+    results["killed"] = (
+        os.listdir(killed.path("checkpoints")),
+        open(f"{killed.workdir}.lock").read(),
+        killed.process.pid,
+    )
+    killed.start()
+
+    results["second"] = (*second.wait(), first.workdir)
+    assert first.process.poll() is None, "the first run was still going when refused"
+    results["first"] = (*first.wait(), first.workdir)
+    assert os.stat(first.path("config.json")).st_mtime_ns == config_written
+    assert results["first"][0] == 0, results["first"][1][-3000:]
+
+    corrupt = damage(tmp / "corrupt", first.workdir)
+    os.truncate(corrupt / "checkpoints" / "ckpt-0003.keras", 100)
+    no_metrics = damage(tmp / "no_metrics", first.workdir)
+    os.remove(no_metrics / "metrics.csv")
+    garbage = damage(tmp / "garbage", first.workdir)
+    with open(garbage / "metrics.csv", "a") as f:
+        f.write("garbage,row\n")
+    bad_config = damage(tmp / "bad_config", first.workdir)
+    os.truncate(bad_config / "config.json", 20)
+    damaged = {
+        name: Run(workdir, "--epochs=3")
+        for name, workdir in [
+            ("corrupt", corrupt),
+            ("no_metrics", no_metrics),
+            ("garbage", garbage),
+            ("bad_config", bad_config),
+        ]
+    }
+    for name, run in damaged.items():
+        results[name] = (*run.wait(), run.workdir)
+    results["resumed"] = (*killed.wait(), killed.workdir)
+    return results
+
+
+def test_second_run_on_a_busy_workdir_is_refused_and_changes_nothing(runs):
+    code, output, workdir = runs["second"]
+    first_pid = int(open(f"{workdir}.lock").read().split()[1])
+    assert code == 2 and "Traceback" not in output
+    (line,) = error_lines(output)
+    assert line.startswith("error: ") and "in use by pid" in line and str(first_pid) in line
+    # Its --overwrite would have deleted the directory: the first run finished undisturbed.
+    assert epochs_in(workdir) == [0, 1, 2, 3]
+    assert os.path.exists(os.path.join(workdir, "export", "carl.keras"))
+
+
+def test_lock_of_a_killed_run_is_no_obstacle_and_history_has_one_row_per_epoch(runs):
+    checkpoints, lock_text, pid = runs["killed"]
+    assert checkpoints == [], "killed before its first checkpoint"
+    assert lock_text.startswith(f"pid {pid} on "), "the dead process's lock file stays"
+    code, output, workdir = runs["resumed"]
+    assert code == 0, output[-3000:]
+    assert epochs_in(workdir) == [0, 1]  # not a second epoch-0 row
+
+
+def test_truncated_newest_checkpoint_resumes_from_the_one_before(runs):
+    code, output, workdir = runs["corrupt"]
+    assert code == 0, output[-3000:]
+    assert "skipping the checkpoint" in output and "ckpt-0003.keras" in output
+    assert "after epoch 2" in output
+    assert epochs_in(workdir) == [0, 1, 2, 3]
+    assert os.path.exists(os.path.join(workdir, "export", "carl.keras"))
+
+
+@pytest.mark.parametrize(
+    "case, names",
+    [
+        ("no_metrics", ["metrics.csv", "missing", "--overwrite"]),
+        ("garbage", ["metrics.csv", "line 6", "--overwrite"]),
+        ("bad_config", ["config.json", "damaged", "--overwrite"]),
+    ],
+)
+def test_damaged_run_files_give_one_line_error(runs, case, names):
+    code, output, workdir = runs[case]
+    assert code == 2 and "Traceback" not in output, output[-3000:]
+    (line,) = error_lines(output)
+    assert line.startswith("error: ") and all(name in line for name in names), line
+    assert not os.path.exists(os.path.join(workdir, "export"))
+
+
+def test_resume_keeps_one_row_per_epoch_of_a_history_with_repeats(tmp_path):
+    """A history written by a version that added an epoch-0 row on every resume is mended."""
+    run_dir = RunDirectory(str(tmp_path))
+    os.makedirs(run_dir.checkpoint_dir)
+    for row in ({"epoch": 0, "knn_top1": 10}, {"epoch": 0, "knn_top1": 11}, {"epoch": 1}):
+        run_dir.append_metrics(row)
+    run_dir.append_metrics({"epoch": 2, "loss": 1.5})  # after the checkpoint resumed from
+    run_dir.keep_metrics_up_to(1)
+    assert [(r["epoch"], r["knn_top1"]) for r in run_dir.read_metrics()] == [("0", "11"), ("1", "")]
+    run_dir.keep_metrics_up_to(0)
+    assert run_dir.read_metrics() == []
+
+
+@pytest.fixture
+def unfinished_copy(runs, tmp_path):
+    """A copy of the first run without its export: evaluate.py loads its newest checkpoint."""
+    return damage(tmp_path / "run", runs["first"][2])
+
+
+def test_evaluation_skips_a_truncated_newest_checkpoint(unfinished_copy):
+    os.truncate(unfinished_copy / "checkpoints" / "ckpt-0003.keras", 100)
+    assert load_model(str(unfinished_copy)).weights.endswith("ckpt-0002.keras")
+
+
+def test_evaluation_names_damaged_checkpoints(unfinished_copy):
+    for name in ("ckpt-0002.keras", "ckpt-0003.keras"):
+        os.truncate(unfinished_copy / "checkpoints" / name, 100)
+    with pytest.raises(UsageError, match="damaged") as raised:
+        load_model(str(unfinished_copy))
+    assert "File not found" not in str(raised.value) and "\n" not in str(raised.value)
+    with pytest.raises(UsageError, match="damaged.*not a zip") as raised:
+        load_model(str(unfinished_copy / "checkpoints" / "ckpt-0003.keras"))
+    assert "File not found" not in str(raised.value)
+
+
+@pytest.fixture
+def small_model():
+    model = keras.Sequential([keras.Input((1000,)), keras.layers.Dense(1000)])  # 4 MB of weights
+    model.compile(optimizer="sgd", loss="mse")
+    return model
+
+
+def fail_after_writing(path, *args, **kwargs):
+    """A save that dies of a full disk halfway through its file."""
+    with open(path, "wb") as f:
+        f.write(b"PK half a zip")
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+
+
+def test_failed_checkpoint_write_leaves_no_temporary_file(tmp_path, small_model, monkeypatch):
+    run_dir = RunDirectory(str(tmp_path))
+    run_dir.create({"seed": 0}, overwrite=False)
+    monkeypatch.setattr(small_model, "save", lambda path: fail_after_writing(path))
+    with pytest.raises(RunDirectoryError, match="free space on .*checkpoints") as raised:
+        run_dir.save_checkpoint(small_model, 1)
+    assert "ckpt-0001.keras" in str(raised.value)
+    assert os.listdir(run_dir.checkpoint_dir) == []
+
+
+@contextlib.contextmanager
+def tiny_disk(path):
+    """A 3 MiB tmpfs at `path` (skips where mounting is not allowed); always unmounted."""
+    os.makedirs(path)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(path)], capture_output=True
+    )
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
+
+
+def test_full_disk_checkpoint_and_metrics_writes_clean_up(tmp_path, small_model):
+    with tiny_disk(tmp_path / "disk") as disk:
+        run_dir = RunDirectory(str(disk / "run"))
+        run_dir.create({"seed": 0}, overwrite=False)
+        run_dir.append_metrics({"epoch": 1, "loss": 1.0})
+        with pytest.raises(RunDirectoryError, match="free space on"):
+            run_dir.save_checkpoint(small_model, 1)  # 4 MB of weights on a 3 MiB disk
+        assert os.listdir(run_dir.checkpoint_dir) == []
+        with open(disk / "filler", "wb") as f:  # fill what is left
+            with contextlib.suppress(OSError):
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+        with pytest.raises(RunDirectoryError, match="metrics.csv.*free space on"):
+            run_dir.append_metrics({"epoch": 2, "loss": 0.5, "knn_top1": "x" * 100000})
+        assert sorted(os.listdir(run_dir.path)) == ["checkpoints", "config.json", "metrics.csv"]
+        assert epochs_in(run_dir.path) == [1]
+
+
+@pytest.mark.parametrize("failure", [OSError(errno.ENOSPC, "No space left"), KeyboardInterrupt()])
+def test_failed_export_leaves_no_temporary_directory(tmp_path, small_model, monkeypatch, failure):
+    def write_then_fail(model, path):
+        os.makedirs(path)
+        (tmp_path / "export.tmp" / "backbone" / "saved_model.pb").write_bytes(b"half")
+        raise failure
+
+    monkeypatch.setattr(export, "export_backbone", write_then_fail)
+    expected = RunDirectoryError if isinstance(failure, OSError) else KeyboardInterrupt
+    with pytest.raises(expected) as raised:
+        export.export_run(small_model, str(tmp_path / "export"))
+    if expected is RunDirectoryError:
+        assert "export" in str(raised.value) and "free space on" in str(raised.value)
+    assert os.listdir(tmp_path) == []
+
+
+def png(path):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.fromarray(np.full((4, 4, 3), 7, np.uint8)).save(path)
+
+
+def test_symlink_loops_do_not_multiply_images(tmp_path):
+    for name in ("a/1.png", "a/sub/2.png", "b/3.png"):
+        png(tmp_path / name)
+    os.symlink(".", tmp_path / "a" / "self")  # a loop
+    os.symlink("..", tmp_path / "a" / "sub" / "up")  # a loop through the parent
+    os.symlink("sub", tmp_path / "a" / "again")  # one folder reached twice
+    os.symlink("1.png", tmp_path / "a" / "link.png")  # one file reached twice
+    paths, labels, classes = sources._list_images("folder:x", str(tmp_path))
+    assert classes == ("a", "b")
+    assert sorted(os.path.realpath(p) for p in paths) == sorted(
+        str(tmp_path / n) for n in ("a/1.png", "a/sub/2.png", "b/3.png")
+    )
+    assert list(labels) == [0, 0, 1]
+
+
+def test_one_file_under_two_labels_is_refused(tmp_path):
+    png(tmp_path / "a" / "1.png")
+    png(tmp_path / "b" / "2.png")
+    os.symlink(tmp_path / "a" / "1.png", tmp_path / "b" / "also.png")
+    with pytest.raises(DataError, match=r"also\.png.*two labels.*remove one") as raised:
+        sources._list_images("folder:x", str(tmp_path))
+    assert "\n" not in str(raised.value)
