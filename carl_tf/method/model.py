@@ -78,6 +78,9 @@ class CARL(MultiWorkerFit, keras.Model):
             float(kl_weight), trainable=False, dtype="float32", name="kl_weight"
         )
         self._trackers = {name: keras.metrics.Mean(name=name) for name in _FIGURES}
+        # How many training anchors each prototype won (argmax) since the last reset; not a
+        # logged figure (it is a vector), read and reset by carl_tf's TensorBoard callback.
+        self.prototype_usage = PrototypeUsage(self.num_prototypes, name="prototype_usage")
         self._checked_input_range = False
         self.build()
 
@@ -109,6 +112,7 @@ class CARL(MultiWorkerFit, keras.Model):
         view_a, view_b = self._views(data)
         with tf.GradientTape() as tape:
             figures = self._objective(view_a, view_b, training=True)
+            self.prototype_usage.update_state(figures.pop("anchor_probabilities"))
             # Keras sums the replicas' gradients; every replica holds the same global loss.
             replica_loss = figures["loss"] / distributed.num_replicas()
             scaled_loss = self.optimizer.scale_loss(replica_loss)
@@ -118,7 +122,10 @@ class CARL(MultiWorkerFit, keras.Model):
 
     def test_step(self, data):
         view_a, view_b = self._views(data)
-        return self._update_trackers(self._objective(view_a, view_b, training=False))
+        figures = self._objective(view_a, view_b, training=False)
+        # The KL weight is a setting of the epoch, not a figure of the validation data.
+        del figures["kl_weight"], figures["anchor_probabilities"]
+        return self._update_trackers(figures)
 
     def predict_step(self, data):
         images, _ = split_batch(data)
@@ -158,6 +165,7 @@ class CARL(MultiWorkerFit, keras.Model):
         kl = ops.mean(ops.stack(kl))
         kl_weight = ops.convert_to_tensor(self.kl_weight)
         return {
+            "anchor_probabilities": ops.stop_gradient(p_a),
             "loss": losses.carl_loss(consistency, kl, kl_weight),
             "consistency": consistency,
             "kl": kl,
@@ -191,7 +199,7 @@ class CARL(MultiWorkerFit, keras.Model):
     def _update_trackers(self, figures):
         for name, value in figures.items():
             self._trackers[name].update_state(value)
-        return {name: tracker.result() for name, tracker in self._trackers.items()}
+        return {name: self._trackers[name].result() for name in figures}
 
     def get_config(self):
         return {
@@ -211,6 +219,34 @@ class CARL(MultiWorkerFit, keras.Model):
         config["augmenter"] = keras.saving.deserialize_keras_object(config["augmenter"])
         config["projection_head"] = keras.saving.deserialize_keras_object(config["projection_head"])
         return cls(**config)
+
+
+class PrototypeUsage(keras.metrics.Metric):
+    """Counts `(K,)` of the argmax prototype of every anchor seen since the last reset.
+
+    Each replica adds its local batch's counts; Keras sums metric variables over replicas on
+    read, so the result is the global count under every strategy.
+    """
+
+    def __init__(self, num_prototypes: int, **kwargs):
+        super().__init__(**kwargs)
+        self.num_prototypes = int(num_prototypes)
+        self.counts = self.add_variable(
+            shape=(self.num_prototypes,), initializer="zeros", dtype="float32", name="counts"
+        )
+
+    def update_state(self, probabilities):
+        winners = ops.one_hot(ops.argmax(probabilities, axis=-1), self.num_prototypes)
+        self.counts.assign_add(ops.sum(ops.cast(winners, "float32"), axis=0))
+
+    def result(self):
+        return ops.convert_to_tensor(self.counts)
+
+    def reset_state(self):
+        self.counts.assign(ops.zeros((self.num_prototypes,), "float32"))
+
+    def get_config(self):
+        return {**super().get_config(), "num_prototypes": self.num_prototypes}
 
 
 def _first_images(x, count: int = 256):

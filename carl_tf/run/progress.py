@@ -1,0 +1,149 @@
+"""What a train.py run shows while it trains: one line per epoch, and TensorBoard's records.
+
+`EpochLog` prints `epoch 5/30 · loss 4.5943 · prototypes in use 36.8 · kNN 52.7% · elapsed 4:10
+· about 21 min left` after each epoch, after every monitor has added its figures, so nothing is
+printed inside Keras's progress bar. `RunTensorBoard` writes what `keras.callbacks.TensorBoard`
+does not: the loss terms and learning rate every few steps, the prototype usage as a histogram
+per epoch, and the untrained kNN, with epochs numbered as in metrics.csv (0 = untrained).
+"""
+
+import logging
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+logger = logging.getLogger(__name__)
+
+# Step scalars: the loss terms and the learning rate.
+STEP_FIGURES = ("loss", "consistency", "kl")
+
+
+class EpochLog(keras.callbacks.Callback):
+    """One short line per finished epoch, with the run's elapsed time and an estimate of the rest.
+
+    Put it after every callback that adds figures to the epoch's logs (the kNN monitor). The
+    estimate extrapolates the epochs this process trained, so a resumed run does not count the
+    time of the epochs before it.
+
+    Args:
+        epochs: The run's last epoch.
+    """
+
+    def __init__(self, epochs: int):
+        super().__init__()
+        self.epochs = int(epochs)
+        self._started = None
+        self._first_epoch = 0
+
+    def on_train_begin(self, logs=None):
+        self._started = time.time()
+        self._first_epoch = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._first_epoch is None:
+            self._first_epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        logger.info(epoch_line(epoch + 1, self.epochs, logs or {}, *self._times(epoch + 1)))
+
+    def _times(self, done: int) -> tuple[float, float]:
+        elapsed = time.time() - self._started
+        trained = done - self._first_epoch
+        return elapsed, elapsed / trained * (self.epochs - done)
+
+
+def epoch_line(epoch: int, epochs: int, logs: dict, elapsed: float, remaining: float) -> str:
+    """`epoch 5/30 · loss 4.5943 · prototypes in use 36.8 · kNN 52.7% · elapsed 4:10 · ...`."""
+    parts = [f"epoch {epoch}/{epochs}"]
+    if "loss" in logs:
+        parts.append(f"loss {float(logs['loss']):.4f}")
+    if "prototypes_in_use" in logs:
+        parts.append(f"prototypes in use {float(logs['prototypes_in_use']):.1f}")
+    if "knn_top1" in logs:
+        parts.append(f"kNN {float(logs['knn_top1']):.1f}%")
+    parts.append(f"elapsed {_clock(elapsed)}")
+    if epoch < epochs:
+        parts.append(f"about {_duration(remaining)} left")
+    return " · ".join(parts)
+
+
+def _clock(seconds: float) -> str:
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(1, int(round(seconds)))} s"
+    if seconds < 90 * 60:
+        return f"{int(round(seconds / 60))} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+class RunTensorBoard(keras.callbacks.Callback):
+    """TensorBoard records of a CARL run, numbered like metrics.csv.
+
+    Writes under `logdir/train`: `step/loss`, `step/consistency`, `step/kl` and
+    `step/learning_rate` every `every_steps` optimizer steps (x = the step), `epoch/<figure>` for
+    every figure of the epoch's logs and `epoch/prototype_usage` as a histogram of how many
+    anchors each prototype won (x = the epoch, 1-based; `write_untrained` adds epoch 0).
+
+    Args:
+        logdir: The run's TensorBoard directory.
+        every_steps: Optimizer steps between step records.
+    """
+
+    def __init__(self, logdir: str, every_steps: int = 10):
+        super().__init__()
+        self.logdir, self.every_steps = logdir, int(every_steps)
+        self._writer = None
+
+    @property
+    def writer(self):
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(f"{self.logdir}/train")
+        return self._writer
+
+    def write_untrained(self, knn_top1: float) -> None:
+        """Records the untrained backbone's kNN top-1 as epoch 0."""
+        with self.writer.as_default():
+            tf.summary.scalar("epoch/knn_top1", knn_top1, step=0)
+        self.writer.flush()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.model.prototype_usage.reset_state()
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = int(self.model.optimizer.iterations.numpy())
+        if step % self.every_steps or not logs:
+            return
+        with self.writer.as_default():
+            for name in STEP_FIGURES:
+                if name in logs:
+                    tf.summary.scalar(f"step/{name}", float(logs[name]), step=step)
+            tf.summary.scalar("step/learning_rate", _learning_rate(self.model), step=step)
+
+    def on_epoch_end(self, epoch, logs=None):
+        counts = np.asarray(self.model.prototype_usage.result())
+        with self.writer.as_default():
+            for name, value in (logs or {}).items():
+                if np.ndim(value) == 0:
+                    tf.summary.scalar(f"epoch/{name}", float(value), step=epoch + 1)
+            # One sample per prototype index, weighted by its wins: the usage histogram.
+            winners = np.repeat(np.arange(len(counts)), counts.astype(np.int64))
+            tf.summary.histogram(
+                "epoch/prototype_usage", winners, step=epoch + 1, buckets=min(len(counts), 200)
+            )
+        self.writer.flush()
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def _learning_rate(model) -> float:
+    return float(np.asarray(model.optimizer.learning_rate))
