@@ -15,6 +15,8 @@ of a training-time monitor.
 """
 
 import functools
+import logging
+import math
 
 import keras
 import numpy as np
@@ -23,7 +25,11 @@ import tensorflow as tf
 from carl_tf.evaluation.features import extract_features
 from carl_tf.evaluation.probe_augment import PadCropFlip
 
+logger = logging.getLogger(__name__)
+
 DEFAULT_LEARNING_RATE = 0.1
+# At most this many progress lines per probe: the full probe runs minutes without output.
+_PROGRESS_LINES = 10
 
 
 def probe_learning_rate(epoch: int, *, base_learning_rate: float, epochs: int) -> float:
@@ -60,6 +66,28 @@ class _FrozenBackbone(keras.layers.Layer):
 
     def call(self, images: tf.Tensor) -> tf.Tensor:
         return self._features(images)
+
+
+class _ProgressLog(keras.callbacks.Callback):
+    """Logs the probe's training top-1 every few epochs, at most `_PROGRESS_LINES` lines.
+
+    The full protocol runs the backbone on every step, minutes on a CPU; the lines show it is
+    moving and whether the classifier is still learning.
+    """
+
+    def __init__(self, epochs: int):
+        super().__init__()
+        self.epochs, self.every = epochs, max(1, math.ceil(epochs / _PROGRESS_LINES))
+
+    def on_epoch_end(self, epoch, logs=None):
+        done = epoch + 1
+        if done % self.every == 0 or done == self.epochs:
+            logger.info(
+                "linear probe epoch %d/%d: train top-1 %.1f%%",
+                done,
+                self.epochs,
+                100.0 * float(logs["top1"]),
+            )
 
 
 def _classifier(train_features: np.ndarray, num_classes: int) -> keras.Sequential:
@@ -111,12 +139,20 @@ def _fit_and_score(
     probe.compile(
         optimizer=keras.optimizers.SGD(learning_rate, momentum=0.9),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        # Only for the progress lines; the scores below are computed on the test inputs.
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="top1")],
     )
     schedule = keras.callbacks.LearningRateScheduler(
         lambda epoch, _: probe_learning_rate(epoch, base_learning_rate=learning_rate, epochs=epochs)
     )
     # The dataset already reshuffles every epoch.
-    probe.fit(train_data, epochs=epochs, callbacks=[schedule], shuffle=False, verbose=verbose)
+    probe.fit(
+        train_data,
+        epochs=epochs,
+        callbacks=[schedule, _ProgressLog(epochs)],
+        shuffle=False,
+        verbose=verbose,
+    )
     logits = extract_features(probe, test_inputs, batch_size=batch_size)
     return {
         "top1": _top_k_accuracy(logits, test_labels, 1),
