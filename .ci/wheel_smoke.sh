@@ -5,6 +5,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+rm -rf "$repo/build"  # setuptools stages there and does not clear it: a stale module would ship
 python -m pip wheel --no-deps -q -w "$work/dist" "$repo"
 python -m venv "$work/venv"
 # The wheel's own dependency ranges, resolved to the versions CI pins.

@@ -4,6 +4,7 @@ leaves alone, and the public names. The fresh-virtualenv smoke test of the built
 """
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -34,6 +35,8 @@ def python(code: str, env_extra: dict | None = None, cwd: str | None = None):
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory):
     out = tmp_path_factory.mktemp("wheel")
+    # setuptools stages into build/ and does not clear it: a stale module would ship.
+    shutil.rmtree(os.path.join(REPO, "build"), ignore_errors=True)
     build = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), REPO],
         capture_output=True,

@@ -35,24 +35,28 @@ def test_unknown_precision_lists_the_choices():
 
 
 @pytest.mark.parametrize(
-    "strategy, num_gpus, flags, policy",
+    "strategy, gpus, flags, policy",
     [
-        ("default", 0, {"avx512f", "avx512_bf16"}, "mixed_bfloat16"),  # Zen 4/5, Cooper Lake
-        ("default", 0, {"avx512f", "amx_bf16", "amx_tile"}, "mixed_bfloat16"),  # Sapphire Rapids
-        ("default", 0, {"avx2", "avx512f"}, "float32"),  # bfloat16 only emulated
-        ("default", 0, set(), "float32"),  # no /proc/cpuinfo: macOS, Windows
-        ("mirrored", 2, {"avx512_bf16"}, "float32"),  # GPUs: not measured here, stay exact
-        ("tpu", 0, set(), "mixed_bfloat16"),  # the TPU's native type
+        ("default", [], {"avx512f", "avx512_bf16"}, "mixed_bfloat16"),  # Zen 4/5, Cooper Lake
+        ("default", [], {"avx512f", "amx_bf16", "amx_tile"}, "mixed_bfloat16"),  # Sapphire Rapids
+        ("default", [], {"avx2", "avx512f"}, "float32"),  # bfloat16 only emulated
+        ("default", [], set(), "float32"),  # no /proc/cpuinfo: macOS, Windows
+        ("mirrored", [(9, 0), (9, 0)], set(), "mixed_bfloat16"),  # H100/H200
+        ("default", [(8, 0)], set(), "mixed_bfloat16"),  # A100
+        ("default", [(7, 5)], {"avx512_bf16"}, "mixed_float16"),  # T4: float16 tensor cores
+        ("mirrored", [(8, 6), (7, 0)], set(), "mixed_float16"),  # the slowest GPU decides
+        ("default", [(6, 0)], {"avx512_bf16"}, "float32"),  # P100: no tensor cores
+        ("tpu", [], set(), "mixed_bfloat16"),  # the TPU's native type
     ],
 )
-def test_auto_picks_bfloat16_only_where_it_is_native(strategy, num_gpus, flags, policy):
-    assert resolve_precision("auto", strategy=strategy, num_gpus=num_gpus, flags=flags) == policy
+def test_auto_picks_the_policy_the_hardware_computes_natively(strategy, gpus, flags, policy):
+    assert resolve_precision("auto", strategy=strategy, gpus=gpus, flags=flags) == policy
 
 
 @pytest.mark.parametrize("name", ["float32", "mixed_bfloat16", "mixed_float16"])
 def test_an_explicit_precision_is_kept_whatever_the_hardware(name):
-    assert resolve_precision(name, strategy="tpu", num_gpus=0, flags={"avx512_bf16"}) == name
-    assert resolve_precision(name, num_gpus=4, flags=set()) == name
+    assert resolve_precision(name, strategy="tpu", gpus=[], flags={"avx512_bf16"}) == name
+    assert resolve_precision(name, gpus=[(9, 0)] * 4, flags=set()) == name
 
 
 def test_cpu_flags_reads_the_flags_line(tmp_path):

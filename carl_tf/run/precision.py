@@ -6,10 +6,18 @@ assignment softmax and every loss term still compute in float32 (`CARL.assign`,
 the optimizer in `keras.optimizers.LossScaleOptimizer` and `CARL.train_step` applies through
 `optimizer.scale_loss`. `mixed_bfloat16` needs none: bfloat16 has float32's exponent range.
 
-`auto` (the presets' default) picks the fastest policy measured for the hardware at hand
-(docs/benchmarks.md): `mixed_bfloat16` on a TPU and on a CPU-only machine whose CPU computes
-bfloat16 natively (x86 AVX512_BF16 or AMX), `float32` everywhere else, GPUs included (pass a
-mixed policy yourself there; it was not measured here).
+`auto` (the presets' default) picks the policy the hardware computes fastest:
+
+* a TPU: `mixed_bfloat16`, its native type;
+* NVIDIA GPUs, by the lowest compute capability among them: 8.0 and up (Ampere, Hopper)
+  `mixed_bfloat16`, whose tensor cores run bfloat16 and which needs no loss scaling; 7.x (Volta,
+  Turing) `mixed_float16`, the tensor cores' type there (TensorFlow's and Keras's mixed-precision
+  guides: speed-ups need compute capability 7.0 or higher); below 7.0 `float32`, where 16-bit
+  types bring no speed;
+* a CPU-only machine whose CPU computes bfloat16 natively (x86 AVX512_BF16 or AMX):
+  `mixed_bfloat16` (1.6x float32 on this project's CPU, docs/benchmarks.md); else `float32`.
+
+The resolved policy is logged and recorded; `--precision=float32` (or any policy) overrides it.
 """
 
 import os
@@ -35,11 +43,30 @@ def cpu_flags(cpuinfo_path: str = "/proc/cpuinfo") -> frozenset[str]:
     return frozenset()
 
 
+def gpu_compute_capabilities() -> list[tuple[int, int]]:
+    """`(major, minor)` compute capability of every visible GPU ((0, 0) where TF cannot tell)."""
+    capabilities = []
+    for gpu in tf.config.list_physical_devices("GPU"):
+        details = tf.config.experimental.get_device_details(gpu)
+        capabilities.append(tuple(details.get("compute_capability") or (0, 0)))
+    return capabilities
+
+
+def gpu_policy(capabilities: list[tuple[int, int]]) -> str:
+    """The mixed policy the slowest of these GPUs runs on tensor cores, else float32."""
+    lowest = min(capabilities)
+    if lowest >= (8, 0):
+        return "mixed_bfloat16"
+    if lowest >= (7, 0):
+        return "mixed_float16"
+    return "float32"
+
+
 def resolve_precision(
     name: str,
     *,
     strategy: str = "auto",
-    num_gpus: int | None = None,
+    gpus: list[tuple[int, int]] | None = None,
     flags: frozenset[str] | None = None,
 ) -> str:
     """The Keras policy name `--precision=name` stands for: `name` itself unless it is `auto`.
@@ -47,7 +74,7 @@ def resolve_precision(
     Args:
         name: One of `PRECISIONS`.
         strategy: The run's `--strategy`; `tpu` makes `auto` mean `mixed_bfloat16`.
-        num_gpus: Visible GPUs; None counts them.
+        gpus: Compute capabilities of the visible GPUs; None asks TensorFlow.
         flags: The CPU's feature flags; None reads them with `cpu_flags`.
 
     Returns:
@@ -64,10 +91,10 @@ def resolve_precision(
         return name
     if strategy == "tpu":
         return "mixed_bfloat16"
-    if num_gpus is None:
-        num_gpus = len(tf.config.list_physical_devices("GPU"))
-    if num_gpus:
-        return "float32"
+    if gpus is None:
+        gpus = gpu_compute_capabilities()
+    if gpus:
+        return gpu_policy(gpus)
     native_bfloat16 = NATIVE_BFLOAT16_CPU_FLAGS & (cpu_flags() if flags is None else flags)
     return "mixed_bfloat16" if native_bfloat16 else "float32"
 
