@@ -38,6 +38,22 @@ def plot_training_curves(
         num_prototypes: K, drawn as the ceiling of the prototypes-in-use panel when given.
         title: Figure title, e.g. the run's path.
     """
+    _save(training_curves_figure(rows, num_prototypes=num_prototypes, title=title), path)
+
+
+def training_curves_figure(
+    rows: list[dict[str, str]], *, num_prototypes: int | None = None, title: str = ""
+) -> Figure:
+    """The figure `plot_training_curves` saves, returned so its drawn data can be inspected.
+
+    Args:
+        rows: Rows of metrics.csv, as for `plot_training_curves`.
+        num_prototypes: K, drawn as the ceiling of the prototypes-in-use panel when given.
+        title: Figure title.
+
+    Returns:
+        The figure, not yet attached to a canvas.
+    """
     figure = Figure(figsize=(16, 7), layout="constrained")
     axes = figure.subplot_mosaic([["loss", "consistency", "kl", "kl_weight"],
                                   ["learning_rate", "prototypes_in_use", "knn", "knn"]])  # fmt: skip
@@ -57,7 +73,10 @@ def plot_training_curves(
 
     ax = axes["knn"]
     epochs, values = _column(rows, "knn_top1")
-    ax.plot(epochs, values, marker="o", markersize=4)
+    # kNN is measured every few epochs: markers at the measurements, joined by a faint dotted
+    # line, so the epochs in between do not read as measured.
+    ax.plot(epochs, values, linestyle=":", linewidth=1, color="C0", alpha=0.6)
+    ax.plot(epochs, values, linestyle="none", marker="o", markersize=4, color="C0")
     if len(epochs) and epochs[0] == 0:
         ax.annotate(
             f"untrained: {values[0]:.1f}%",
@@ -74,7 +93,7 @@ def plot_training_curves(
             textcoords="offset points",
             ha="right",
         )
-    ax.set_title("kNN top-1 % of the backbone (epoch 0: untrained)", fontsize=10)
+    ax.set_title("kNN top-1 % of the backbone at the measured epochs (0: untrained)", fontsize=10)
     ax.set_ylabel("%")
     ax.margins(y=0.15)  # room for the labels above the points
     for ax in axes.values():
@@ -83,7 +102,7 @@ def plot_training_curves(
         ax.grid(alpha=0.3)
     if title:
         figure.suptitle(title)
-    _save(figure, path)
+    return figure
 
 
 def prototype_class_counts(
