@@ -136,8 +136,11 @@ def main(argv):
     )
     s = result.settings
     scored = f" (scored on {s['test_dataset']})" if s["test_dataset"] != s["dataset"] else ""
+    held = [f"epoch {s['weights_epoch']}"] if s["weights_epoch"] is not None else []
+    held += [s["dtype_policy"]] if s["dtype_policy"] else []
+    held = f" ({', '.join(held)})" if held else ""
     print(
-        f"evaluated {s['weights']} on {s['dataset']}{scored}: {s['num_train']} training / "
+        f"evaluated {s['weights']}{held} on {s['dataset']}{scored}: {s['num_train']} training / "
         f"{s['num_test']} test images, {s['num_classes']} classes, {s['image_size']} px"
     )
     print(result.table())

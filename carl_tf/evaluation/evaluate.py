@@ -4,13 +4,18 @@ evaluate.py (and `carl-evaluate`) map their flags to this function; a notebook c
 Figures follow CARL's Table 1: accuracies in percent, NMI and ARI as fractions.
 """
 
+import collections
 import dataclasses
+import datetime
 import logging
 import os
 import time
 
+import keras
 import numpy as np
+import tensorflow as tf
 
+import carl_tf
 from carl_tf import data
 from carl_tf.errors import UsageError
 from carl_tf.evaluation import plots
@@ -109,11 +114,12 @@ def evaluate(
         UsageError: For a model, source or setting that cannot be evaluated.
     """
     started = time.time()
+    evaluated_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     if settings is None:
         seed = (loaded.run_config or {}).get("seed", 0)
-        # With the run's seed the baseline draws the weights train.py started from (its kNN then
-        # equals the run's epoch-0 row), as train.py seeds and builds the backbone first.
+        # With the run's seed the baseline draws the weights train.py started from, as train.py
+        # seeds and builds the backbone first (see `_baseline_backbone` for its dtype policy).
         settings = ProtocolSettings(protocols=tuple(protocols), seed=seed)
     settings.check()
     plots_dir = _plots_dir(loaded, draw_plots, plots_dir)
@@ -127,6 +133,7 @@ def evaluate(
         download=download,
     )
     num_classes = data_settings["num_classes"]
+    policy = dtype_policy(loaded.backbone)
     logger.info(
         "evaluating %s on %s: %d training / %d test images, %d classes",
         loaded.weights,
@@ -145,22 +152,35 @@ def evaluate(
             "prototype figures are n/a: the model has no assigner (a bare backbone, or a "
             "SavedModel without the 'assign' signature)."
         )
+    baseline_policy = None
     if baseline:
         logger.info("evaluating the randomly initialised baseline")
-        backbone = random_backbone(loaded, settings.seed)
+        backbone = _baseline_backbone(loaded, settings.seed, policy)
+        baseline_policy = dtype_policy(backbone)
         baseline_figures = run_protocols(
             backbone, None, train, test, num_classes=num_classes, settings=settings
         ).figures
         if clustering:
             notes.append(_BASELINE_NOTE)
+        if "knn" in settings.protocols:
+            notes += _untrained_knn_note(loaded, settings, data_settings, policy)
     record_settings = {
         "model": loaded.path,
         "model_kind": loaded.kind,
         "weights": loaded.weights,
+        "weights_epoch": weights_epoch(loaded),
+        "dtype_policy": policy,
         **data_settings,
         "num_prototypes": loaded.num_prototypes,
-        **dataclasses.asdict(settings),
+        **settings.applied(baseline=baseline),
         "baseline": baseline,
+        **({"baseline_dtype_policy": baseline_policy} if baseline else {}),
+        "versions": {
+            "carl_tf": carl_tf.__version__,
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+        },
+        "evaluated_at": evaluated_at,
         "seconds": round(time.time() - started, 1),
     }
     result = EvaluationResult(
@@ -180,6 +200,39 @@ def evaluate(
         drawn = _draw_plots(loaded, result, data_settings, plots_dir)
         result = dataclasses.replace(result, plots=tuple(drawn))
     return result
+
+
+def dtype_policy(backbone: keras.Model) -> str | None:
+    """The Keras dtype policy the backbone computes in: that of most of its layers with weights.
+
+    The backbone model's own policy does not say: a backbone built under `mixed_bfloat16` can
+    keep float32 for the model object and its output layers while every convolution computes
+    in bfloat16.
+
+    Returns:
+        The policy's name, or None when no Keras layer holds the weights (a SavedModel, whose
+        graph does not record the policy it was traced under).
+    """
+    counts = collections.Counter(
+        layer.dtype_policy.name
+        for layer in _leaf_layers(backbone)
+        if layer.weights and layer.dtype_policy is not None
+    )
+    return counts.most_common(1)[0][0] if counts else None
+
+
+def weights_epoch(model: LoadedModel) -> int | None:
+    """The epochs of training the model's weights hold, when it belongs to a run.
+
+    A checkpoint `ckpt-NNNN.keras` holds NNNN epochs; the export is written after the run's
+    last epoch, the last row of metrics.csv.
+    """
+    if model.run is None:
+        return None
+    for epochs, path in model.run.checkpoints():
+        if path == model.weights:
+            return epochs
+    return max((int(row["epoch"]) for row in model.run.read_metrics()), default=None)
 
 
 def load_evaluation_data(
@@ -277,6 +330,76 @@ def _draw_plots(
         )
         written.append(path)
     return written
+
+
+def _leaf_layers(model: keras.Model):
+    """Every layer of `model` that is not itself a model, nested models included."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _leaf_layers(layer)
+        else:
+            yield layer
+
+
+def _baseline_backbone(model: LoadedModel, seed: int, policy: str | None) -> keras.Model:
+    """The random baseline, built under the dtype policy the model computes in.
+
+    train.py builds its backbone under the run's resolved `--precision` (`auto` is
+    `mixed_bfloat16` on a CPU with native bfloat16): the weights drawn are the same under any
+    policy, but the features are computed in that precision, which moves the kNN figure by
+    about a point. Built under the model's policy, the baseline is the run's untrained network
+    and its kNN equals metrics.csv's epoch 0. The global policy is restored afterwards.
+    """
+    previous = keras.mixed_precision.dtype_policy()
+    if policy:
+        keras.mixed_precision.set_dtype_policy(policy)
+    try:
+        return random_backbone(model, seed)
+    finally:
+        keras.mixed_precision.set_dtype_policy(previous)
+
+
+def _untrained_knn_note(
+    model: LoadedModel, settings: ProtocolSettings, data_settings: dict, policy: str | None
+) -> list[str]:
+    """Why the baseline's kNN differs from the run's untrained figure, when it does.
+
+    Returns:
+        One note naming every difference from how train.py measured metrics.csv's epoch 0,
+        or none when the baseline repeats that measurement (or there is no run to compare).
+    """
+    config = model.run_config
+    if not config or not config.get("knn_every"):
+        return []
+    measured = {
+        "seed": (settings.seed, config.get("seed")),
+        "dataset": (data_settings["dataset"], config.get("dataset")),
+        "test dataset": (data_settings["test_dataset"], config.get("dataset")),
+        "split seed": (data_settings["split_seed"], config.get("split_seed")),
+        "training split": (data_settings["train_split"], config.get("knn_train_split")),
+        "test split": (data_settings["test_split"], config.get("knn_test_split")),
+        "kNN k": (settings.knn_k, config.get("knn_k")),
+        "kNN T": (settings.knn_temperature, config.get("knn_temperature")),
+    }
+    if data_settings["holdout"] is not None:  # None: TFDS splits, which ignore the holdout
+        measured["holdout"] = (data_settings["holdout"], config.get("holdout"))
+    reasons = [
+        f"{name} {ours} (the run's: {theirs})"
+        for name, (ours, theirs) in measured.items()
+        if ours != theirs
+    ]
+    if policy is None:
+        reasons.append(
+            f"dtype policy {keras.mixed_precision.dtype_policy().name} (a SavedModel does not "
+            "record the run's)"
+        )
+    if not reasons:
+        return []
+    return [
+        "the baseline's kNN is not the run's untrained figure (metrics.csv epoch 0): "
+        + ", ".join(reasons)
+        + "."
+    ]
 
 
 def _image_size(model: LoadedModel) -> int | None:

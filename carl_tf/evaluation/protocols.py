@@ -52,6 +52,25 @@ class ProtocolSettings:
     batch_size: int = 256
     seed: int = 0
 
+    def applied(self, *, baseline: bool = False) -> dict:
+        """The settings that shaped the figures of `protocols`, for the JSON record.
+
+        A setting of a protocol that did not run is left out, so the record does not claim,
+        say, a linear probe of 100 epochs that never happened.
+
+        Args:
+            baseline: Whether a random baseline was drawn, which uses the seed.
+        """
+        names = ["protocols", "batch_size"]
+        if "knn" in self.protocols:
+            names += ["knn_k", "knn_temperature"]
+        if "linear" in self.protocols:
+            names += ["linear", "linear_epochs", "linear_learning_rate"]
+        # The probe's shuffling and augmentation, k-means and the baseline's weights draw from it.
+        if baseline or {"linear", "cluster"} & set(self.protocols):
+            names.append("seed")
+        return {name: getattr(self, name) for name in names}
+
     def check(self) -> None:
         """Raises UsageError naming the first setting that cannot work."""
         unknown = [p for p in self.protocols if p not in PROTOCOLS]
