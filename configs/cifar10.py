@@ -15,4 +15,6 @@ def get_config(arg: str | None = None):
     c.kl_start, c.kl_end = 4.0, 1.5  # decayed over half the epochs (common.py)
     if arg == "smoke":
         c.epochs, c.backbone_width, c.knn_every, c.train_subset = 2, 8, 1, 2048
+    elif arg:
+        raise ValueError(f"unknown preset argument {arg!r}; use smoke or none")
     return c

@@ -28,4 +28,6 @@ def get_config(arg: str | None = None):
     if arg == "smoke":
         c.epochs, c.backbone_width, c.projection_hidden_dim, c.knn_every = 2, 4, 64, 1
         c.batch_size = 64
+    elif arg:
+        raise ValueError(f"unknown preset argument {arg!r}; use smoke or none")
     return c

@@ -16,4 +16,6 @@ def get_config(arg: str | None = None):
     c.kl_start, c.kl_end = 2.0, 1.0  # decayed over half the epochs (common.py)
     if arg == "smoke":
         c.epochs, c.backbone_width, c.knn_every, c.train_subset = 2, 8, 1, 1024
+    elif arg:
+        raise ValueError(f"unknown preset argument {arg!r}; use smoke or none")
     return c

@@ -2,6 +2,7 @@
 
 import glob
 import importlib
+import json
 import os
 
 import pytest
@@ -52,3 +53,47 @@ def test_kl_decay_follows_epochs_unless_set(name):
     assert 1 <= config.kl_decay_epochs <= 3
     config.kl_decay_epochs = 7
     assert (config.kl_decay_epochs, config.epochs) == (7, 3)
+
+
+def test_imagenet_smoke_trains_resnet50_on_a_folder_of_larger_photos(tmp_path):
+    """The ImageNet preset's smoke variant, end to end on generated 120x100 photos."""
+    import subprocess
+    import sys
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for label in ("cat", "dog", "fox"):
+        (tmp_path / "photos" / label).mkdir(parents=True)
+        for i in range(20):
+            pixels = rng.integers(0, 256, (100, 120, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "photos" / label / f"{i}.jpg")
+    result = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(REPO, "train.py"),
+            "--config=imagenet:smoke",
+            f"--dataset=folder:{tmp_path / 'photos'}",
+            "--holdout=0.2",
+            "--precision=float32",
+            f"--workdir={tmp_path / 'run'}",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(tmp_path / "run" / "config.json") as f:
+        config = json.load(f)
+    assert (config["backbone"], config["image_size"], config["warmup_epochs"]) == (
+        "resnet50",
+        96,
+        1,
+    )
+    assert (tmp_path / "run" / "export" / "carl.keras").is_file()
+
+
+def test_unknown_preset_arguments_are_refused():
+    for name in PRESETS:
+        with pytest.raises(ValueError, match="unknown"):
+            importlib.import_module(f"carl_tf.configs.{name}").get_config("bogus")

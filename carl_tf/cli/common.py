@@ -85,8 +85,17 @@ def parse_flags(argv: list[str], help_module: str | None = None) -> list[str]:
     try:
         return flags.FLAGS(argv)
     except flags.Error as error:
-        print(f"error: {error}; see {os.path.basename(argv[0])} --help", file=sys.stderr)
+        print(f"error: {_one_line(error)}; see {os.path.basename(argv[0])} --help", file=sys.stderr)
         sys.exit(EXIT_USAGE)
+
+
+def _one_line(error: flags.Error) -> str:
+    """absl's message, or for a config file that raised, that file's own error."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if len(lines) > 1 and any(line.startswith("Traceback") for line in lines):
+        flag = lines[0].split(":", 1)[0]  # "flag --config=PATH"
+        return f"{flag}: {lines[-1].split(': ', 1)[-1]}"
+    return " ".join(lines)
 
 
 def _fail(message: str, code: int) -> int:
