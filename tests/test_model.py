@@ -224,18 +224,17 @@ def test_collapse_guard_warns_with_the_fix_and_stops_after_patience_epochs(caplo
     model.stop_training = False  # as fit sets it
     guard = CollapseGuard(fraction=0.1, batch_size=20, patience=2)
     guard.set_model(model)
-    warnings = caplog.messages
     with caplog.at_level("WARNING", logger="carl_tf"):
         guard.on_epoch_end(0, {"prototypes_in_use": 2.0})  # 10% of a batch of 20: healthy
-        assert not warnings
+        assert not caplog.messages
         guard.on_epoch_end(1, {"prototypes_in_use": 1.0})
-        assert len(warnings) == 1 and "1.0 of 50" in warnings[0] and "--kl_start" in warnings[0]
+        assert len(caplog.messages) == 1 and "1.0 of 50" in caplog.messages[0] and "--kl_start" in caplog.messages[0]
         guard.on_epoch_end(2, {"prototypes_in_use": 3.0})  # recovered: the count starts again
         guard.on_epoch_end(3, {"prototypes_in_use": 1.0})
         assert guard.stopped_at is None and not model.stop_training
         guard.on_epoch_end(4, {"prototypes_in_use": 1.0})
     assert guard.stopped_at == 5 and model.stop_training
-    assert len(warnings) == 3
+    assert len(caplog.messages) == 3
 
 
 def test_collapse_guard_with_zero_patience_only_warns():
