@@ -74,7 +74,8 @@ _SEED = flags.DEFINE_integer(
 _BASELINE = flags.DEFINE_bool(
     "baseline",
     False,
-    "Also evaluate a randomly initialised backbone of the same architecture, side by side.",
+    "Also evaluate a randomly initialised backbone of the same architecture, side by side, in "
+    "the model's dtype policy: with the run's seed it is the run's untrained network.",
 )
 _OUTPUT = flags.DEFINE_string(
     "output",

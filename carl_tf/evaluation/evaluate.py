@@ -38,7 +38,9 @@ class EvaluationResult:
     Attributes:
         figures: Figure name -> value of the model (None where a figure does not apply).
         baseline: The same figures of a randomly initialised backbone, or None.
-        settings: The model, data and protocol settings the figures were measured with.
+        settings: The model, data and protocol settings the figures were measured with, and
+            their provenance: the versions, the time, the epoch the weights hold, and the
+            dtype policy the model computes in.
         notes: Sentences explaining figures that are n/a.
         labels: Row label of every figure, naming its settings.
         assignments: The model's argmax prototype `(N_test,)` of every test image, or None.
@@ -101,7 +103,9 @@ def evaluate(
         download: Let TFDS download a missing dataset.
         protocols: Names from `PROTOCOLS`; ignored when `settings` is given.
         settings: Protocol settings; default `ProtocolSettings(protocols)` with the run's seed.
-        baseline: Also evaluate a randomly initialised backbone of the same architecture.
+        baseline: Also evaluate a randomly initialised backbone of the same architecture,
+            drawn with `settings.seed` under the model's dtype policy: with the run's seed it
+            is the run's untrained network, whose kNN is metrics.csv's epoch 0.
         output: JSON file to write. Default: WORKDIR/evaluation.json for a model of a run.
         plots_dir: Where the PNGs go. Default: WORKDIR/plots for a model of a run.
         draw_plots: Draw the training curves and the prototype-vs-class heatmap. Default: on
@@ -133,7 +137,7 @@ def evaluate(
         download=download,
     )
     num_classes = data_settings["num_classes"]
-    policy = dtype_policy(loaded.backbone)
+    policy = _dtype_policy(loaded.backbone)
     logger.info(
         "evaluating %s on %s: %d training / %d test images, %d classes",
         loaded.weights,
@@ -156,7 +160,7 @@ def evaluate(
     if baseline:
         logger.info("evaluating the randomly initialised baseline")
         backbone = _baseline_backbone(loaded, settings.seed, policy)
-        baseline_policy = dtype_policy(backbone)
+        baseline_policy = _dtype_policy(backbone)
         baseline_figures = run_protocols(
             backbone, None, train, test, num_classes=num_classes, settings=settings
         ).figures
@@ -168,7 +172,7 @@ def evaluate(
         "model": loaded.path,
         "model_kind": loaded.kind,
         "weights": loaded.weights,
-        "weights_epoch": weights_epoch(loaded),
+        "weights_epoch": _weights_epoch(loaded),
         "dtype_policy": policy,
         **data_settings,
         "num_prototypes": loaded.num_prototypes,
@@ -200,39 +204,6 @@ def evaluate(
         drawn = _draw_plots(loaded, result, data_settings, plots_dir)
         result = dataclasses.replace(result, plots=tuple(drawn))
     return result
-
-
-def dtype_policy(backbone: keras.Model) -> str | None:
-    """The Keras dtype policy the backbone computes in: that of most of its layers with weights.
-
-    The backbone model's own policy does not say: a backbone built under `mixed_bfloat16` can
-    keep float32 for the model object and its output layers while every convolution computes
-    in bfloat16.
-
-    Returns:
-        The policy's name, or None when no Keras layer holds the weights (a SavedModel, whose
-        graph does not record the policy it was traced under).
-    """
-    counts = collections.Counter(
-        layer.dtype_policy.name
-        for layer in _leaf_layers(backbone)
-        if layer.weights and layer.dtype_policy is not None
-    )
-    return counts.most_common(1)[0][0] if counts else None
-
-
-def weights_epoch(model: LoadedModel) -> int | None:
-    """The epochs of training the model's weights hold, when it belongs to a run.
-
-    A checkpoint `ckpt-NNNN.keras` holds NNNN epochs; the export is written after the run's
-    last epoch, the last row of metrics.csv.
-    """
-    if model.run is None:
-        return None
-    for epochs, path in model.run.checkpoints():
-        if path == model.weights:
-            return epochs
-    return max((int(row["epoch"]) for row in model.run.read_metrics()), default=None)
 
 
 def load_evaluation_data(
@@ -330,6 +301,39 @@ def _draw_plots(
         )
         written.append(path)
     return written
+
+
+def _dtype_policy(backbone: keras.Model) -> str | None:
+    """The Keras dtype policy the backbone computes in: that of most of its layers with weights.
+
+    The backbone model's own policy does not say: a backbone built under `mixed_bfloat16` can
+    keep float32 for the model object and its output layers while every convolution computes
+    in bfloat16.
+
+    Returns:
+        The policy's name, or None when no Keras layer holds the weights (a SavedModel, whose
+        graph does not record the policy it was traced under).
+    """
+    counts = collections.Counter(
+        layer.dtype_policy.name
+        for layer in _leaf_layers(backbone)
+        if layer.weights and layer.dtype_policy is not None
+    )
+    return counts.most_common(1)[0][0] if counts else None
+
+
+def _weights_epoch(model: LoadedModel) -> int | None:
+    """The epochs of training the model's weights hold, when it belongs to a run.
+
+    A checkpoint `ckpt-NNNN.keras` holds NNNN epochs; the export is written after the run's
+    last epoch, the last row of metrics.csv.
+    """
+    if model.run is None:
+        return None
+    for epochs, path in model.run.checkpoints():
+        if path == model.weights:
+            return epochs
+    return max((int(row["epoch"]) for row in model.run.read_metrics()), default=None)
 
 
 def _leaf_layers(model: keras.Model):
