@@ -82,8 +82,9 @@ def damage(workdir, finished):
 def runs(tmp_path_factory):
     """Every train.py scenario, run concurrently; maps a name to (exit code, output, workdir).
 
-    first: a 3-epoch run, raced by `second` (the same command with --overwrite) once it
-    holds its workdir. killed: SIGKILLed after writing its epoch-0 row, before its first
+    first: a 3-epoch run, raced by `second` (the same command) once it holds its workdir;
+    "race" records whether `first` was still going when `second` ended and whether its
+    config.json was left as it was. killed: SIGKILLed after writing its epoch-0 row, before its first
     checkpoint, then `resumed` with the same command. Once `first` finished, copies of it
     resume with the newest checkpoint truncated, without metrics.csv, with a garbage metrics
     row, or with a truncated config.json.
@@ -95,22 +96,24 @@ def runs(tmp_path_factory):
 
     wait_for(lambda: os.path.exists(first.path("config.json")), "the first run to start")
     config_written = os.stat(first.path("config.json")).st_mtime_ns
-    second = Run(tmp / "first", "--epochs=3", "--overwrite", log=f"{tmp / 'second'}.log")
+    second = Run(tmp / "first", "--epochs=3", log=f"{tmp / 'second'}.log")
 
     wait_for(lambda: os.path.exists(killed.path("metrics.csv")), "the epoch-0 row")
     killed.process.send_signal(signal.SIGKILL)
     killed.process.wait()
+    lock_file = f"{killed.workdir}.lock"
     results["killed"] = (
         os.listdir(killed.path("checkpoints")),
-        open(f"{killed.workdir}.lock").read(),
+        open(lock_file).read() if os.path.exists(lock_file) else "",
         killed.process.pid,
     )
     killed.start()
 
     results["second"] = (*second.wait(), first.workdir)
-    assert first.process.poll() is None, "the first run was still going when refused"
+    first_running = first.process.poll() is None
     results["first"] = (*first.wait(), first.workdir)
-    assert os.stat(first.path("config.json")).st_mtime_ns == config_written
+    config_unchanged = os.stat(first.path("config.json")).st_mtime_ns == config_written
+    results["race"] = (first_running, config_unchanged)
     assert results["first"][0] == 0, results["first"][1][-3000:]
 
     corrupt = damage(tmp / "corrupt", first.workdir)
@@ -139,11 +142,13 @@ def runs(tmp_path_factory):
 
 def test_second_run_on_a_busy_workdir_is_refused_and_changes_nothing(runs):
     code, output, workdir = runs["second"]
-    first_pid = int(open(f"{workdir}.lock").read().split()[1])
-    assert code == 2 and "Traceback" not in output
+    first_running, config_unchanged = runs["race"]
+    assert first_running, "the second run ended while the first was still training"
+    assert code == 2 and "Traceback" not in output, output[-3000:]
     (line,) = error_lines(output)
-    assert line.startswith("error: ") and "in use by pid" in line and str(first_pid) in line
-    # Its --overwrite would have deleted the directory: the first run finished undisturbed.
+    first_pid = open(f"{workdir}.lock").read().split()[1]
+    assert line.startswith("error: ") and f"in use by pid {first_pid} on " in line
+    assert config_unchanged, "the refused run rewrote config.json"
     assert epochs_in(workdir) == [0, 1, 2, 3]
     assert os.path.exists(os.path.join(workdir, "export", "carl.keras"))
 
