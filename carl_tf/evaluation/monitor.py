@@ -1,15 +1,11 @@
 """Online kNN evaluation during pretraining, as a Keras callback (`carl_tf.KNNMonitor`)."""
 
-import logging
-
 import keras
 import numpy as np
 import tensorflow as tf
 
 from carl_tf.evaluation.features import extract_dataset_features, extract_features
 from carl_tf.evaluation.knn import knn_accuracy
-
-logger = logging.getLogger(__name__)
 
 
 class KNNMonitor(keras.callbacks.Callback):
@@ -66,8 +62,9 @@ class KNNMonitor(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         last = self.epochs if self.epochs is not None else self.params.get("epochs")
         if (epoch + 1) % self.every == 0 or epoch + 1 == last:
+            # Into the logs only: Keras's progress bar, History, CSV and the epoch line show it,
+            # and a line of its own would land inside the bar.
             logs["knn_top1"] = self.measure()
-            logger.info("epoch %d: kNN top-1 %.2f%%", epoch + 1, logs["knn_top1"])
 
 
 def _features(backbone: keras.Model, labelled) -> tuple[np.ndarray, np.ndarray]:

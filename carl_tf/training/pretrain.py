@@ -24,6 +24,7 @@ from carl_tf.run.callbacks import CollapseGuard, RunRecorder, StopOnNaN
 from carl_tf.run.config import validate_config
 from carl_tf.run.export import export_run
 from carl_tf.run.precision import set_precision
+from carl_tf.run.progress import EpochLog, RunTensorBoard
 from carl_tf.run.rundir import RunDirectory
 from carl_tf.run.strategy import is_chief, make_strategy, worker_workdir
 
@@ -111,7 +112,7 @@ def pretrain(config, workdir: str, *, overwrite: bool = False) -> PretrainResult
             epochs=config.epochs,
             initial_epoch=epochs_done,
             callbacks=callbacks,
-            verbose=1 if sys.stdout.isatty() else 2,  # a progress bar on terminals, a line in logs
+            verbose=1 if on_terminal() else 0,  # the bar on terminals; EpochLog prints the rest
             shuffle=False,  # make_dataset reshuffles every epoch
         )
         raise_on_failure(config, policy, *guards)
@@ -241,9 +242,12 @@ def resume(model: CARL, chief_dir: RunDirectory, run_dir: RunDirectory) -> int:
 def make_callbacks(config, model: CARL, run_dir: RunDirectory, knn_sets, epochs_done: int):
     """The run's callbacks, and its (NaN, collapse) guards to check after `fit`.
 
-    Measures and records the untrained backbone's kNN (epoch 0) on a fresh run.
+    Measures and records the untrained backbone's kNN (epoch 0) on a fresh run. Order matters:
+    the monitor adds its figure before the records and the epoch line read the logs.
     """
     callbacks = [KLWeightSchedule(config.kl_start, config.kl_end, config.kl_decay_epochs)]
+    board = RunTensorBoard(run_dir.tensorboard_dir)
+    board.set_model(model)
     if knn_sets:
         monitor = KNNMonitor(
             *knn_sets,
@@ -257,18 +261,22 @@ def make_callbacks(config, model: CARL, run_dir: RunDirectory, knn_sets, epochs_
             untrained = monitor.measure()
             logger.info("kNN top-1 of the untrained backbone: %.2f%%", untrained)
             run_dir.append_metrics({"epoch": 0, "knn_top1": untrained})
+            board.write_untrained(untrained)
         callbacks.append(monitor)
     nan_guard = StopOnNaN()
     collapse_guard = CollapseGuard(
         config.collapse_fraction, config.batch_size, patience=config.collapse_patience
     )
-    callbacks += [
-        collapse_guard,
-        nan_guard,
-        RunRecorder(run_dir),
-        keras.callbacks.TensorBoard(run_dir.tensorboard_dir),
-    ]
+    callbacks += [collapse_guard, nan_guard, RunRecorder(run_dir), board]
+    if on_terminal():  # Keras's bar, finished before the epoch line below is printed
+        callbacks.append(keras.callbacks.ProgbarLogger())
+    callbacks.append(EpochLog(config.epochs))
     return callbacks, (nan_guard, collapse_guard)
+
+
+def on_terminal() -> bool:
+    """Whether the run shows Keras's progress bar (a terminal) or only one line per epoch (logs)."""
+    return sys.stdout.isatty()
 
 
 def raise_on_failure(config, policy: str, nan_guard: StopOnNaN, collapse_guard: CollapseGuard):
