@@ -73,6 +73,8 @@ class RunDirectory:
         """
         path = f"{self.path}.lock"
         try:
+            # A new run's parent folder (runs/ on a fresh checkout) may not exist yet.
+            os.makedirs(os.path.dirname(path), exist_ok=True)
             # "a+" opens without truncating: the holder's pid must stay readable when refused.
             handle = open(path, "a+", encoding="utf-8")
         except OSError as error:
