@@ -59,3 +59,24 @@ def test_keras_applications_example_runs_as_written():
     (knn,) = namespace["history"].history["knn_top1"]
     assert 0.0 <= knn <= 100.0
     assert namespace["backbone"].output_shape == (None, 1280)
+
+
+def test_exported_backbone_example_runs_as_written(tmp_path, monkeypatch):
+    """The SavedModel block, on the run `python train.py` writes (here its smoke variant)."""
+    import carl_tf
+    from carl_tf.configs import digits
+
+    monkeypatch.chdir(tmp_path)
+    try:
+        carl_tf.pretrain(digits.get_config("smoke"), "runs/digits")
+    finally:
+        import keras
+
+        keras.mixed_precision.set_dtype_policy("float32")
+    section = _readme().split("## Exported backbone", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    namespace = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert tuple(namespace["features"].shape) == (4, 32)  # 8 x width 4
+    assert tuple(namespace["probabilities"].shape) == (4, 100)
+    np.testing.assert_allclose(np.sum(namespace["probabilities"], axis=1), 1.0, rtol=1e-5)
