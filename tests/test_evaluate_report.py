@@ -162,3 +162,11 @@ def test_knn_curve_marks_measured_epochs_without_solid_lines_across_gaps():
     for line in lines:
         if line.get_linestyle() == "-":  # solid only between consecutive epochs
             assert np.all(np.diff(line.get_xdata()) == 1)
+
+
+def test_few_prototypes_in_inference_mode_get_a_note():
+    from carl_tf.evaluation.evaluate import _few_prototypes_note
+
+    assert _few_prototypes_note(np.arange(300) % 50, num_prototypes=100) == []
+    (note,) = _few_prototypes_note(np.zeros(300, int), num_prototypes=100)
+    assert "only 1 of 100 prototypes" in note and "BatchNorm" in note

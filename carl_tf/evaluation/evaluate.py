@@ -156,6 +156,8 @@ def evaluate(
             "prototype figures are n/a: the model has no assigner (a bare backbone, or a "
             "SavedModel without the 'assign' signature)."
         )
+    if evaluation.assignments is not None:
+        notes += _few_prototypes_note(evaluation.assignments, loaded.num_prototypes)
     baseline_policy = None
     if baseline:
         logger.info("evaluating the randomly initialised baseline")
@@ -204,6 +206,29 @@ def evaluate(
         drawn = _draw_plots(loaded, result, data_settings, plots_dir)
         result = dataclasses.replace(result, plots=tuple(drawn))
     return result
+
+
+# Fewer prototypes in use than this fraction of min(K, test images) make the prototype figures
+# suspect: CollapseGuard's threshold, applied to inference-mode assignments.
+_FEW_PROTOTYPES = 0.1
+
+
+def _few_prototypes_note(assignments: np.ndarray, num_prototypes: int) -> list[str]:
+    """A note when inference-mode assignments fall onto few prototypes, naming the likely cause.
+
+    Inference normalizes with BatchNorm's moving statistics; after a short run (or one whose
+    batch statistics moved fast) they lag the batches the assigner trained on, and the argmax
+    collapses onto a few prototypes although training used many.
+    """
+    used = len(np.unique(assignments))
+    if used >= _FEW_PROTOTYPES * min(num_prototypes, len(assignments)):
+        return []
+    return [
+        f"the prototype figures rest on only {used} of {num_prototypes} prototypes in use for "
+        f"{len(assignments)} test images: either the run collapsed (see prototypes_in_use in "
+        "metrics.csv) or BatchNorm's moving statistics do not yet match the training batches "
+        "(a short run); train longer before trusting them."
+    ]
 
 
 def load_evaluation_data(
