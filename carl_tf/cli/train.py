@@ -167,7 +167,8 @@ def _parse(argv: list[str]) -> list[str]:
     try:
         return parse_flags(argv, help_module=__name__)
     except AttributeError as error:  # --config.FIELD for a field the config lacks
-        field = str(error).strip("'\"")
+        # ml_collections words it as "'FIELD'\nDid you mean ..."; the first name is the field.
+        field = re.search(r"[A-Za-z_]\w*", str(error.args[0] if error.args else error)).group(0)
         print(f"error: {unknown_field_error(field)}", file=sys.stderr)
         sys.exit(2)
 

@@ -1,0 +1,84 @@
+"""The command lines follow habits: --help, --print_config, --config.FIELD with --dataset, hints."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def start(script, *args):
+    return subprocess.Popen(
+        [sys.executable, os.path.join(REPO, script), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+
+
+CASES = {
+    "train_help": ("train.py", "--help"),
+    "evaluate_help": ("evaluate.py", "--help"),
+    "print_config": (
+        "train.py",
+        "--dataset=digits",
+        "--config.weight_decay=1e-4",
+        "--epochs=3",
+        "--print_config",
+    ),
+    "tfds_with_field": ("train.py", "--dataset=mnist", "--config.momentum=0.8", "--print_config"),
+    "negative_field": ("train.py", "--config.weight_decay=-1", "--print_config"),
+    "shortcut_field": ("train.py", "--learning_rate=nan", "--print_config"),
+    "unknown_field": ("train.py", "--config.wieght_decay=1"),
+    "missing_config": ("train.py", "--config=does_not_exist.py"),
+    "bad_preset_arg": ("train.py", "--config=cifar10:bogus"),
+}
+
+
+@pytest.fixture(scope="module")
+def results():
+    processes = {name: start(*args) for name, args in CASES.items()}
+    return {name: (p.wait(), *p.communicate()) for name, p in processes.items()}
+
+
+@pytest.mark.parametrize("name", ["train_help", "evaluate_help"])
+def test_help_exits_zero_and_lists_the_flags(results, name):
+    code, out, _ = results[name]
+    assert code == 0 and "--dataset" in out
+
+
+def test_print_config_shows_the_resolved_config_without_running(results):
+    code, out, _ = results["print_config"]
+    assert code == 0
+    config = json.loads(out)
+    assert config["weight_decay"] == 1e-4 and config["epochs"] == 3
+    assert config["kl_decay_epochs"] == 2, "the decay follows --epochs"
+    assert config["workdir"] == os.path.join("runs", "digits")
+
+
+def test_a_source_without_preset_takes_config_fields_with_dataset_alone(results):
+    code, out, err = results["tfds_with_field"]
+    assert code == 0, err
+    config = json.loads(out)
+    assert (config["dataset"], config["momentum"], config["epochs"]) == ("mnist", 0.8, 200)
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("negative_field", "error: weight_decay must be at least 0, got -1.0; fix --config.weight_decay"),
+        ("shortcut_field", "error: learning_rate must be finite, got nan; fix --learning_rate"),
+        ("unknown_field", "error: the config has no field 'wieght_decay'; did you mean weight_decay?"),
+        ("missing_config", "error: no preset or config file 'does_not_exist.py'"),
+        ("bad_preset_arg", "unknown preset argument 'bogus'; use smoke or none"),
+    ],
+)  # fmt: skip
+def test_mistakes_get_one_line_naming_the_flag(results, name, message):
+    code, out, err = results[name]
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(lines) == 1 and message in lines[0], err[-2000:]
+    assert "Traceback" not in err
