@@ -19,3 +19,16 @@ def test_zero_decay_epochs_is_constant_end():
 def test_negative_epoch_is_rejected():
     with pytest.raises(ValueError, match="epoch"):
         linear_decay(-1, 2.0, 1.0, 10)
+
+
+def test_start_at_begins_a_cosine_cycle_at_its_step_and_round_trips():
+    import keras
+    import numpy as np
+
+    from carl_tf.method.schedules import StartAt
+
+    schedule = StartAt(keras.optimizers.schedules.CosineDecay(0.1, decay_steps=10), start_step=30)
+    rates = [float(schedule(step)) for step in (0, 30, 35, 40, 50)]
+    np.testing.assert_allclose(rates, [0.1, 0.1, 0.05, 0.0, 0.0], atol=1e-6)
+    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(schedule))
+    assert isinstance(clone, StartAt) and float(clone(35)) == rates[2]

@@ -42,3 +42,37 @@ class KLWeightSchedule(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.model.kl_weight.assign(linear_decay(epoch, self.start, self.end, self.decay_epochs))
+
+
+@keras.saving.register_keras_serializable(package="carl_tf")
+class StartAt(keras.optimizers.schedules.LearningRateSchedule):
+    """A learning-rate schedule that begins at optimizer step `start_step`.
+
+    `StartAt(CosineDecay(peak, n), s)` gives `peak` at step s and decays over the n steps after
+    it: a new cosine cycle for the epochs a finished run is extended by (train.py
+    `--extend=restart`), while the optimizer's step count keeps counting from the run's start.
+
+    Args:
+        schedule: The schedule of the new cycle, as a function of steps since `start_step`.
+        start_step: Optimizer step at which the cycle starts.
+    """
+
+    def __init__(self, schedule, start_step: int):
+        self.schedule = schedule
+        self.start_step = int(start_step)
+
+    def __call__(self, step):
+        since = keras.ops.maximum(keras.ops.cast(step, "float32") - self.start_step, 0.0)
+        return self.schedule(since)
+
+    def get_config(self):
+        return {
+            "schedule": keras.saving.serialize_keras_object(self.schedule),
+            "start_step": self.start_step,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["schedule"] = keras.saving.deserialize_keras_object(config["schedule"])
+        return cls(**config)
