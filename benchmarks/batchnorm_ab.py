@@ -2,8 +2,8 @@
 
 Builds the benchmark's CARL (benchmarks/throughput.py: ResNet-18 width 16, batch 256, the
 paper's head) twice in one process: once as the library builds it
-(`carl_tf.normalization.FusedBatchNormalization`) and once with `keras.layers.BatchNormalization`
-in its place (the class `carl_tf.backbones` instantiates is swapped for the second build). The two
+(`carl_tf.method.normalization.FusedBatchNormalization`) and once with `keras.layers.BatchNormalization`
+in its place (the class `carl_tf.method.backbones` instantiates is swapped for the second build). The two
 take turns, `--repeats` rounds of `--steps` steps, so load from other jobs hits both alike.
 Prints the figures as ONE JSON LINE.
 

@@ -25,7 +25,7 @@ from torch.nn import functional
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-EPSILON = 1.1920929e-07  # carl_tf.losses clips logs at float32 epsilon too
+EPSILON = 1.1920929e-07  # carl_tf.method.losses clips logs at float32 epsilon too
 
 
 class BasicBlock(nn.Module):

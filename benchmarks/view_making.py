@@ -6,7 +6,7 @@ samples the boxes, three batched random-resized-crop implementations:
 - one `tf.image.crop_and_resize` call with a box per image (native kernel; XLA has none);
 - `keras_cv.layers.RandomCropAndResize`: per-image `vectorized_map`, which falls back to a
   while_loop because CropAndResize has no pfor converter (TF warns about it);
-- `carl_tf.augment.crop_and_resize`: separable per-image gathers and blends, without and with
+- `carl_tf.method.augment.crop_and_resize`: separable per-image gathers and blends, without and with
   XLA (`SimCLRAugment` runs it inside an XLA function);
 
 then two per-image Gaussian blurs at 96 px (banded matrix products as in `augment`, and a sum
