@@ -40,3 +40,19 @@ def test_batchnorm_ab_times_both_models():
     assert figures["fused_pairs_per_s"] > 0 and figures["keras_pairs_per_s"] > 0
     # Stem, 16 in the blocks, 3 shortcuts: all fused in one model, none in its Keras twin.
     assert figures["fused_layers"] == {"fused": 20, "keras": 0}
+
+
+def test_input_pipeline_streams_a_generated_folder_of_photos(tmp_path):
+    figures = run_benchmark(
+        "input_pipeline.py",
+        f"--folder={tmp_path / 'photos'}",
+        "--files=48",
+        "--width=120",
+        "--height=100",
+        "--image_size=64",
+        "--batch_size=16",
+        "--batches=2",
+    )
+    assert figures["files"] == 48 and figures["streamed"]
+    assert figures["images_per_s"] > 0 and figures["peak_rss_mb"] > 0
+    assert len(list((tmp_path / "photos").glob("class_*/*.jpg"))) == 48
