@@ -5,6 +5,9 @@ import re
 
 import numpy as np
 
+import carl_tf
+from carl_tf.configs import digits
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -63,9 +66,6 @@ def test_keras_applications_example_runs_as_written():
 
 def test_exported_backbone_example_runs_as_written(tmp_path, monkeypatch):
     """The SavedModel block, on the run `python train.py` writes (here its smoke variant)."""
-    import carl_tf
-    from carl_tf.configs import digits
-
     monkeypatch.chdir(tmp_path)
     try:
         carl_tf.pretrain(digits.get_config("smoke"), "runs/digits")
