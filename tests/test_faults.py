@@ -1,13 +1,14 @@
 """Faults made for real: SIGKILL, a second train.py on the same workdir, truncated checkpoints and
-files, a full disk, symlink loops. docs/faults.md sums up what these tests check.
+files, a full disk, symlink loops, odd file names and odd SavedModel inputs. docs/faults.md sums up what these tests check.
 
-The train.py runs are started together by one fixture (each only waits on its own files), so
-the file takes about as long as its two longest runs one after the other.
+The train.py runs of a fixture are started together (each only waits on its own files), so
+each fixture takes about as long as its two longest runs one after the other.
 """
 
 import contextlib
 import csv
 import errno
+import io
 import os
 import shutil
 import signal
@@ -18,11 +19,14 @@ import time
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image
 
+import carl_tf
 from carl_tf.data import sources
 from carl_tf.errors import DataError, RunDirectoryError, UsageError
 from carl_tf.evaluation.loading import load_model
+from carl_tf.method.backbones import build_backbone
 from carl_tf.run import export
 from carl_tf.run.rundir import RunDirectory
 
@@ -323,3 +327,53 @@ def test_one_file_under_two_labels_is_refused(tmp_path):
     with pytest.raises(DataError, match=r"also\.png.*two labels.*remove one") as raised:
         sources._list_images("folder:x", str(tmp_path))
     assert "\n" not in str(raised.value)
+
+
+def test_a_file_name_that_is_not_utf8_is_read_like_any_other(tmp_path):
+    image = io.BytesIO()
+    Image.fromarray(np.full((4, 4, 3), 7, np.uint8)).save(image, format="PNG")
+    for name in (b"\xff\xfe.png", b"ok.png"):
+        handle = os.open(os.path.join(os.fsencode(tmp_path), name), os.O_WRONLY | os.O_CREAT)
+        os.write(handle, image.getvalue())
+        os.close(handle)
+    for budget in (sources.DEFAULT_MEMORY_BUDGET_BYTES, 1):  # held in memory, and streamed
+        source = sources.load_source(f"folder:{tmp_path}", split="all", memory_budget_bytes=budget)
+        images = source.arrays[0] if source.arrays else [x for x, _ in source.stream(False, 0)]
+        assert len(images) == 2 and all(np.all(np.asarray(x) == 7) for x in images)
+
+
+def test_a_text_file_as_npz_is_named_not_an_npz_archive(tmp_path):
+    (tmp_path / "x.npz").write_text("x,y\n1,2\n")
+    with pytest.raises(DataError, match=r"x\.npz is not an npz archive.*np\.savez") as raised:
+        sources.load_source(f"npz:{tmp_path / 'x.npz'}", split="all")
+    assert "pickle" not in str(raised.value) and "\n" not in str(raised.value)
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory):
+    """The SavedModel signatures of a tiny exported CARL (32 px, D=32 features, K=10)."""
+    model = carl_tf.CARL(
+        build_backbone("resnet18", width=4, image_size=32),
+        num_prototypes=10,
+        augmenter=carl_tf.SimCLRAugment(image_size=32),
+    )
+    model(np.zeros((2, 32, 32, 3), "float32"))
+    path = str(tmp_path_factory.mktemp("saved_model") / "backbone")
+    export.export_backbone(model, path)
+    return tf.saved_model.load(path).signatures
+
+
+@pytest.mark.parametrize(
+    "signature, key, width", [("serving_default", "features", 32), ("assign", "probabilities", 10)]
+)
+def test_saved_model_signatures_hold_to_their_input_spec(saved_model, signature, key, width):
+    call = saved_model[signature]
+    assert call(images=tf.zeros((2, 32, 32, 3)))[key].shape == (2, width)
+    assert call(images=tf.zeros((0, 32, 32, 3)))[key].shape == (0, width)
+    for shape in [(32, 32, 3), (2, 16, 16, 3), (2, 32, 32, 1)]:
+        given = ",".join(map(str, shape))
+        with pytest.raises(
+            tf.errors.InvalidArgumentError,
+            match=rf"\[{given}\] is not compatible with expected shape \[\?,32,32,3\]",
+        ):
+            call(images=tf.zeros(shape))

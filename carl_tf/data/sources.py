@@ -16,6 +16,7 @@ names the problem and the fix, so the command-line tools can print it without a 
 import dataclasses
 import logging
 import os
+import zipfile
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -244,6 +245,11 @@ def _load_npz(
     spec: str, path: str, split: str, image_size: int | None, holdout: float, seed: int
 ) -> ImageSource:
     """Arrays `x` (N, H, W, C) uint8 with C in 1, 3, 4 and optional labels `y` (N,)."""
+    # np.load takes any file that is not a zip (text, a .npy) for pickled data and says so.
+    if os.path.isfile(path) and not zipfile.is_zipfile(path):
+        raise DataError(
+            f"{spec} is not an npz archive (not a zip file); pass a .npz file saved with np.savez"
+        )
     try:
         with np.load(path, allow_pickle=False) as arrays:
             keys = list(arrays.files)
@@ -393,6 +399,16 @@ def _class_images(
     return found
 
 
+def _os_names(paths: list[str]) -> tf.Tensor:
+    """The paths as the bytes the filesystem holds, for tf.data to open.
+
+    `os.listdir` gives a name that is not valid UTF-8 (b"\\xff.png") as a str with surrogate
+    escapes ("\\udcff.png"), which TensorFlow refuses to convert ("Error converting unicode
+    string"); its bytes open the file like any other.
+    """
+    return tf.constant([os.fsencode(path) for path in paths], dtype=tf.string)
+
+
 def _decode(path: tf.Tensor) -> tf.Tensor:
     # channels=3 turns grayscale and RGBA into RGB; GIFs give their first frame.
     image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
@@ -416,7 +432,7 @@ def _decode_to_size(path: tf.Tensor, size: tuple[int, int]) -> tuple[tf.Tensor, 
 def _first_image_size(paths: list[str]) -> tuple[int, int] | None:
     """The size of the first file that decodes, or None when none does."""
     sizes = (
-        tf.data.Dataset.from_tensor_slices(paths)
+        tf.data.Dataset.from_tensor_slices(_os_names(paths))
         .map(lambda path: tf.shape(_decode(path))[:2])
         .ignore_errors()
         .take(1)
@@ -464,7 +480,7 @@ def _load_folder(
         )
 
         def stream(shuffle: bool, shuffle_seed: int) -> tf.data.Dataset:
-            files = tf.data.Dataset.from_tensor_slices((paths, labels))
+            files = tf.data.Dataset.from_tensor_slices((_os_names(paths), labels))
             if shuffle:
                 files = files.shuffle(len(paths), shuffle_seed, reshuffle_each_iteration=True)
             return files.map(
@@ -522,7 +538,7 @@ def _decode_all(
         file order, and whether any image had to be resized.
     """
     decoded = (
-        tf.data.Dataset.from_tensor_slices((paths, labels))
+        tf.data.Dataset.from_tensor_slices((_os_names(paths), labels))
         .map(
             lambda path, label: (*_decode_to_size(path, size), label),
             num_parallel_calls=tf.data.AUTOTUNE,

@@ -2,7 +2,8 @@
 
 The SavedModel needs no carl_tf to load (`tf.saved_model.load`); its `serving_default` signature
 takes float32 images (N, H, W, 3) in [0, 255] named `images` (normalization is inside) and
-returns `{"features": (N, D)}`; `assign` returns `{"probabilities": (N, K)}`.
+returns `{"features": (N, D)}`; `assign` returns `{"probabilities": (N, K)}`. Images of another
+shape are refused (InvalidArgumentError naming both shapes); N may be 0.
 """
 
 import os
@@ -16,22 +17,47 @@ from carl_tf.method.model import CARL
 
 
 def export_backbone(model: CARL, path: str) -> None:
-    """Writes the backbone (and the assignment head as a second signature) as a SavedModel."""
+    """Writes the backbone (and the assignment head as a second signature) as a SavedModel.
+
+    Both signatures refuse images of another shape and answer an empty batch, see `_endpoint`.
+    """
     height, width = model.backbone.input_shape[1:3]
     images = tf.TensorSpec((None, height, width, 3), tf.float32, name="images")
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(
         "serving_default",
-        lambda images: {"features": model.backbone(images, training=False)},
+        _endpoint("features", lambda x: model.backbone(x, training=False), images),
         input_signature=[images],
     )
     archive.add_endpoint(
         "assign",
-        lambda images: {"probabilities": model.assign(images, training=False)},
+        _endpoint("probabilities", lambda x: model.assign(x, training=False), images),
         input_signature=[images],
     )
     archive.write_out(path, verbose=False)
+
+
+def _endpoint(name: str, compute, spec: tf.TensorSpec):
+    """A signature's body `images -> {name: compute(images)}` that holds to its input spec.
+
+    A SavedModel's signature does not check its inputs against the declared spec: a single
+    image (rank 3), another size or one channel would run and return figures of nothing,
+    so `tf.ensure_shape` refuses them naming both shapes. A batch of no images would fail deep
+    inside BatchNorm and the convolutions, so it gets an empty result of the right width,
+    computed on one blank image and cut to none.
+    """
+
+    def body(images):
+        images = tf.ensure_shape(images, spec.shape)
+        blank = tf.zeros((1, *spec.shape[1:]), spec.dtype)
+        return {
+            name: tf.cond(
+                tf.shape(images)[0] > 0, lambda: compute(images), lambda: compute(blank)[:0]
+            )
+        }
+
+    return body
 
 
 def export_run(model: CARL, export_dir: str) -> None:
