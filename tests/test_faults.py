@@ -1,5 +1,6 @@
-"""Faults made for real: SIGKILL, a second train.py on the same workdir, truncated checkpoints and
-files, a full disk, symlink loops, odd file names and odd SavedModel inputs. docs/faults.md sums up what these tests check.
+"""Faults made for real: SIGKILL, Ctrl-C and SIGTERM, a second train.py on the same workdir,
+truncated checkpoints and files, full and read-only disks, symlink loops, odd file names, odd
+SavedModel inputs, and what a resume repeats. docs/faults.md sums up what these tests check.
 
 The train.py runs of a fixture are started together (each only waits on its own files), so
 each fixture takes about as long as its two longest runs one after the other.
@@ -15,7 +16,9 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 
+import h5py
 import keras
 import numpy as np
 import pytest
@@ -28,7 +31,7 @@ from carl_tf.errors import DataError, RunDirectoryError, UsageError
 from carl_tf.evaluation.loading import load_model
 from carl_tf.method.backbones import build_backbone
 from carl_tf.run import export
-from carl_tf.run.rundir import RunDirectory
+from carl_tf.run.rundir import RunDirectory, keras_file_problem
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = ["--config=configs/digits.py:smoke"]
@@ -250,12 +253,36 @@ def test_failed_checkpoint_write_leaves_no_temporary_file(tmp_path, small_model,
     assert os.listdir(run_dir.checkpoint_dir) == []
 
 
+def test_ctrl_c_during_a_write_leaves_no_temporary_file(tmp_path, small_model, monkeypatch):
+    """Ctrl-C inside a checkpoint's save and inside metrics.csv's fsync, where the real signal
+    of `test_ctrl_c_while_checkpointing_leaves_no_temporary_file` rarely lands."""
+    run_dir = RunDirectory(str(tmp_path))
+    run_dir.create({"seed": 0}, overwrite=False)
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    def save_half_then_interrupted(path):
+        with open(path, "wb") as f:
+            f.write(b"PK half a zip")
+        interrupted()
+
+    monkeypatch.setattr(small_model, "save", save_half_then_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_dir.save_checkpoint(small_model, 1)
+    monkeypatch.setattr(os, "fsync", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_dir.append_metrics({"epoch": 1, "loss": 1.0})
+    assert os.listdir(run_dir.checkpoint_dir) == []
+    assert sorted(os.listdir(run_dir.path)) == ["checkpoints", "config.json"]
+
+
 @contextlib.contextmanager
-def tiny_disk(path):
+def tiny_disk(path, size="3m"):
     """A 3 MiB tmpfs at `path` (skips where mounting is not allowed); always unmounted."""
     os.makedirs(path)
     mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(path)], capture_output=True
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
     )
     if mounted.returncode:
         pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.decode().strip()}")
@@ -327,6 +354,249 @@ def test_one_file_under_two_labels_is_refused(tmp_path):
     with pytest.raises(DataError, match=r"also\.png.*two labels.*remove one") as raised:
         sources._list_images("folder:x", str(tmp_path))
     assert "\n" not in str(raised.value)
+
+
+def read(path) -> str:
+    with open(path, errors="replace") as f:
+        return f.read()
+
+
+def temporary_files(workdir) -> list[str]:
+    """Every `.tmp-*` file and `export.tmp` folder a run left in its workdir."""
+    return [
+        os.path.join(folder, name)
+        for folder, dirs, files in os.walk(workdir)
+        for name in dirs + files
+        if name.startswith(".tmp-") or name == "export.tmp"
+    ]
+
+
+def checkpoint_weights(path) -> dict[str, np.ndarray]:
+    """Every array of a `.keras` checkpoint's weights file, by its path in the file."""
+    with zipfile.ZipFile(path) as archive:
+        weights = h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r")
+    arrays = {}
+
+    def keep(name, item):  # returns None: visititems stops at the first other value
+        if isinstance(item, h5py.Dataset):
+            arrays[name] = item[()]
+
+    weights.visititems(keep)
+    assert arrays, f"no weights in {path}"
+    return arrays
+
+
+@pytest.fixture(scope="module")
+def stopped(tmp_path_factory):
+    """The smoke run's 2 epochs stopped by real signals, and once without; run concurrently.
+
+    Maps a name to (exit code, output, workdir, epochs in metrics.csv, checkpoint names), taken
+    right after the stop. plain: never stopped. sigint: Ctrl-C once epoch 1's line is printed
+    (its checkpoint is written, epoch 2 is training); a copy of it is kept as `unfinished` and
+    the same command then runs again as `resumed`. sigterm: SIGTERM once training starts
+    (epoch 1). saving: Ctrl-C the moment a temporary checkpoint file appears.
+    """
+    tmp = tmp_path_factory.mktemp("stopped")
+    plain, sigint, sigterm, saving = (
+        Run(tmp / name) for name in ("plain", "sigint", "sigterm", "saving")
+    )
+
+    def saving_checkpoint():
+        folder = saving.path("checkpoints")
+        return os.path.isdir(folder) and any(n.startswith(".tmp-") for n in os.listdir(folder))
+
+    moments = {
+        sigint: (lambda: "epoch 1/2" in read(sigint.log), signal.SIGINT),
+        sigterm: (lambda: "pretraining on" in read(sigterm.log), signal.SIGTERM),
+        saving: (saving_checkpoint, signal.SIGINT),
+    }
+    while moments:
+        for run, (ready, signum) in list(moments.items()):
+            if ready():
+                run.process.send_signal(signum)
+            elif run.process.poll() is None:
+                continue  # not its moment yet
+            del moments[run]
+        time.sleep(0.002)
+    results = {}
+    for name, run in [("sigint", sigint), ("sigterm", sigterm), ("saving", saving)]:
+        code, output = run.wait()
+        ckpts = sorted(os.listdir(run.path("checkpoints")))
+        results[name] = (code, output, run.workdir, epochs_in(run.workdir), ckpts)
+    shutil.copytree(sigint.workdir, tmp / "unfinished")
+    results["unfinished"] = str(tmp / "unfinished")
+    sigint.log = f"{tmp / 'resumed'}.log"
+    sigint.start()
+    for name, run in [("plain", plain), ("resumed", sigint)]:
+        code, output = run.wait()
+        ckpts = sorted(os.listdir(run.path("checkpoints")))
+        results[name] = (code, output, run.workdir, epochs_in(run.workdir), ckpts)
+    assert results["plain"][0] == 0, results["plain"][1][-3000:]
+    return results
+
+
+@pytest.mark.parametrize(
+    "case, code, line, epochs, checkpoints",
+    [
+        (
+            "sigint",
+            130,
+            "error: interrupted during epoch 2; run the same command to resume",
+            [0, 1],
+            ["ckpt-0001.keras"],
+        ),
+        (
+            "sigterm",
+            143,
+            "error: terminated during epoch 1; run the same command to resume",
+            [0],
+            [],
+        ),
+    ],
+)
+def test_ctrl_c_and_sigterm_name_the_epoch_and_keep_the_finished_ones(
+    stopped, case, code, line, epochs, checkpoints
+):
+    got_code, output, workdir, got_epochs, got_checkpoints = stopped[case]
+    assert got_code == code and "Traceback" not in output, output[-3000:]
+    assert error_lines(output) == [line]
+    assert (got_epochs, got_checkpoints) == (epochs, checkpoints)
+    assert temporary_files(workdir) == []
+
+
+def test_the_same_command_resumes_an_interrupted_run(stopped):
+    code, output, workdir, epochs, checkpoints = stopped["resumed"]
+    assert code == 0, output[-3000:]
+    assert "after epoch 1" in output and epochs == [0, 1, 2]
+    assert checkpoints == ["ckpt-0001.keras", "ckpt-0002.keras"]
+    assert os.path.exists(os.path.join(workdir, "export", "carl.keras"))
+
+
+def test_ctrl_c_while_checkpointing_leaves_no_temporary_file(stopped):
+    """Ctrl-C sent as `.tmp-ckpt-0001.keras` appears; it lands in the save or just after it."""
+    code, output, workdir, epochs, checkpoints = stopped["saving"]
+    assert code == 130 and "Traceback" not in output, output[-3000:]
+    (line,) = error_lines(output)
+    # Epoch 1 is in progress until its checkpoint is in place, epoch 2 right after.
+    assert (
+        line
+        == f"error: interrupted during epoch {len(checkpoints) + 1}; run the same command to resume"
+    )
+    assert temporary_files(workdir) == []
+    folder = os.path.join(workdir, "checkpoints")
+    assert all(keras_file_problem(os.path.join(folder, name)) is None for name in checkpoints)
+
+
+def test_a_resume_repeats_epoch_1s_random_draws_so_later_epochs_differ(stopped):
+    """What docs/faults.md says of a resume: up to the checkpoint a resumed run is the
+    uninterrupted one (the same rows and bit-identical weights); after it the augmentation
+    seeds and the shuffle order restart from the seed, so epoch 2 trains on other draws."""
+    plain, resumed = stopped["plain"][2], stopped["resumed"][2]
+    rows = [RunDirectory(w).read_metrics() for w in (plain, resumed)]
+    measured = [c for c in rows[0][1] if c not in ("epoch", "seconds") and rows[0][1][c]]
+    for epoch in (0, 1):  # equal but for the last float32 digit of the running mean loss
+        for column in measured if epoch else ["knn_top1"]:
+            assert float(rows[1][epoch][column]) == pytest.approx(
+                float(rows[0][epoch][column]), rel=1e-5
+            ), (epoch, column)
+    assert float(rows[1][2]["loss"]) != pytest.approx(float(rows[0][2]["loss"]), rel=1e-4)
+    weights = [
+        [
+            checkpoint_weights(os.path.join(w, "checkpoints", f"ckpt-000{e}.keras"))
+            for w in (plain, resumed)
+        ]
+        for e in (1, 2)
+    ]
+    for name, value in weights[0][0].items():
+        np.testing.assert_array_equal(weights[0][1][name], value, err_msg=name)
+    assert any(not np.array_equal(weights[1][1][n], v) for n, v in weights[1][0].items())
+
+
+class Evaluation(Run):
+    """An evaluate.py process (kNN only, for speed) on `model`, logged like `Run`."""
+
+    def __init__(self, model, *args, log):
+        self.workdir = str(model)
+        self.command = [sys.executable, "evaluate.py", f"--model={model}", "--protocol=knn", *args]
+        self.log = log
+        self.start()
+
+
+@contextlib.contextmanager
+def read_only_disk(path, holding=None):
+    """A tmpfs at `path` holding a copy of the run `holding`, remounted read-only."""
+    with tiny_disk(path, size="8m") as disk:
+        if holding:
+            shutil.copytree(
+                holding, disk, dirs_exist_ok=True, ignore=shutil.ignore_patterns("tensorboard")
+            )
+        remounted = subprocess.run(["mount", "-o", "remount,ro", str(disk)], capture_output=True)
+        if remounted.returncode:
+            pytest.skip(f"cannot remount a tmpfs read-only: {remounted.stderr.decode().strip()}")
+        yield disk
+
+
+@pytest.fixture(scope="module")
+def read_only(stopped, tmp_path_factory):
+    """train.py and evaluate.py on read-only tmpfs disks, run concurrently.
+
+    Maps a name to (exit code, stdout, stderr-and-stdout, path). new_inside: a new run in a
+    folder of the read-only disk. new_at: a new run whose workdir is the empty read-only disk
+    itself (its lock file beside it is writable). unfinished: the stopped run's copy on a
+    read-only disk. evaluate: evaluate.py on a finished run on a read-only disk; plots: the
+    same with --output on a writable disk, so only the plots fail.
+    """
+    tmp = tmp_path_factory.mktemp("read_only")
+    finished = stopped["plain"][2]
+    with contextlib.ExitStack() as stack:
+        empty = stack.enter_context(read_only_disk(tmp / "empty"))
+        unfinished = stack.enter_context(read_only_disk(tmp / "unfinished", stopped["unfinished"]))
+        done = stack.enter_context(read_only_disk(tmp / "finished", finished))
+        runs = {
+            "new_inside": Run(empty / "new", log=f"{tmp / 'new_inside'}.log"),
+            "new_at": Run(empty, log=f"{tmp / 'new_at'}.log"),
+            "unfinished": Run(unfinished, log=f"{tmp / 'unfinished'}.log"),
+            "evaluate": Evaluation(done, log=f"{tmp / 'evaluate'}.log"),
+            "plots": Evaluation(done, f"--output={tmp / 'e.json'}", log=f"{tmp / 'plots'}.log"),
+        }
+        return {name: (*run.wait(), run.workdir) for name, run in runs.items()}
+
+
+@pytest.mark.parametrize(
+    "case, path",
+    [("new_inside", "new.lock"), ("new_at", "checkpoints"), ("unfinished", "config.json")],
+)
+def test_train_on_a_read_only_disk_names_the_path_and_the_fix(read_only, case, path):
+    code, output, workdir = read_only[case]
+    assert code == 2 and "Traceback" not in output, output[-3000:]
+    (line,) = error_lines(output)
+    assert line.startswith(f"error: cannot write to {os.path.dirname(workdir)}") and path in line
+    assert line.endswith(": read-only file system; choose a writable --workdir"), line
+
+
+@pytest.mark.parametrize(
+    "case, problem",
+    [
+        (
+            "evaluate",
+            "figures not saved: cannot write to {}/evaluation.json: read-only file "
+            "system; pass --output=PATH to write it elsewhere",
+        ),
+        (
+            "plots",
+            "plots not drawn: cannot write to {}/plots: Read-only file system; pass "
+            "--plots_dir=DIR or --noplots",
+        ),
+    ],
+)
+def test_evaluate_on_a_read_only_run_prints_its_figures_then_one_line(read_only, case, problem):
+    code, output, workdir = read_only[case]
+    assert code == 2 and "Traceback" not in output, output[-3000:]
+    assert error_lines(output) == [f"error: {problem.format(workdir)}"]
+    lines = output.splitlines()
+    table = next(i for i, line in enumerate(lines) if line.startswith("kNN top-1 % (k=200"))
+    assert table < lines.index(f"error: {problem.format(workdir)}")
+    assert float(lines[table].split()[-1]) > 0
 
 
 def test_a_file_name_that_is_not_utf8_is_read_like_any_other(tmp_path):

@@ -1,7 +1,8 @@
 """What the command-line programs share: short log lines, and one-line errors with exit codes.
 
 Exit codes: 0 done, 1 the run failed (NaN loss, collapse), 2 a usage, data or run-directory
-problem, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
+problem, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM). An interrupted train.py names the
+epoch it was in (`carl_tf.run.callbacks.Interrupted`).
 """
 
 import logging
@@ -14,13 +15,18 @@ from absl import flags
 from absl import logging as absl_logging
 
 from carl_tf.errors import CarlError, TrainingFailed
+from carl_tf.run.callbacks import Interrupted
 from carl_tf.run.config import ConfigFieldError
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 2, 130, 143
 
 
-class Terminated(BaseException):
-    """SIGTERM, raised in the main thread so the run unwinds like after Ctrl-C."""
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so the run unwinds like after Ctrl-C.
+
+    A KeyboardInterrupt, so every cleanup and `Interrupted` that Ctrl-C triggers, SIGTERM
+    triggers too.
+    """
 
 
 def setup_logging() -> None:
@@ -40,6 +46,9 @@ def run_main(
 ) -> Callable[[list[str]], int]:
     """Wraps an `app.run` main: carl_tf's errors become one `error:` line and an exit code.
 
+    An error with a `results_text` (`carl_tf.evaluation.report.UnsavedResults`: figures whose
+    file could not be written) has that text printed on stdout first.
+
     Args:
         main: The program's body.
         flag_name: Maps a config field to the flag that sets it, for ConfigFieldError.
@@ -54,12 +63,10 @@ def run_main(
             return _fail(str(error.with_flag(flag_name(error.field))), EXIT_USAGE)
         except TrainingFailed as error:
             return _fail(str(error), EXIT_FAILED)
-        except CarlError as error:
-            return _fail(str(error), EXIT_USAGE)
-        except KeyboardInterrupt:
-            return _fail(interrupted_message("interrupted"), EXIT_INTERRUPTED)
-        except Terminated:
-            return _fail(interrupted_message("terminated"), EXIT_TERMINATED)
+        except CarlError as error:  # one with `results_text` measured figures it could not save
+            return _fail(str(error), EXIT_USAGE, shown=getattr(error, "results_text", None))
+        except KeyboardInterrupt as error:  # Ctrl-C, Terminated, and Interrupted from either
+            return _stopped(error)
 
     return wrapped
 
@@ -67,6 +74,16 @@ def run_main(
 def interrupted_message(what: str) -> str:
     """The line printed when a program is stopped by a signal."""
     return f"{what}; run the same command to resume"
+
+
+def _stopped(error: KeyboardInterrupt) -> int:
+    """The line and exit code of a Ctrl-C or SIGTERM, naming the epoch when train.py knows it."""
+    signal_error = error.__cause__ if isinstance(error, Interrupted) else error
+    terminated = isinstance(signal_error, Terminated)
+    what = "terminated" if terminated else "interrupted"
+    if isinstance(error, Interrupted):
+        what += f" during epoch {error.epoch}"
+    return _fail(interrupted_message(what), EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
 
 
 _HELP = ("--help", "-h", "-?", "--helpshort", "--helpfull")
@@ -98,7 +115,10 @@ def _one_line(error: flags.Error) -> str:
     return " ".join(lines)
 
 
-def _fail(message: str, code: int) -> int:
+def _fail(message: str, code: int, shown: str | None = None) -> int:
+    """Prints `shown` (results not to lose) on stdout, then the `error:` line; exits `code`."""
+    if shown:
+        print(shown)
     sys.stdout.flush()
     print(f"error: {message}", file=sys.stderr)
     sys.exit(code)

@@ -17,11 +17,11 @@ import tensorflow as tf
 
 import carl_tf
 from carl_tf import data
-from carl_tf.errors import UsageError
+from carl_tf.errors import RunDirectoryError, UsageError
 from carl_tf.evaluation import plots
 from carl_tf.evaluation.loading import LoadedModel, load_model, random_backbone
 from carl_tf.evaluation.protocols import PROTOCOLS, ProtocolSettings, run_protocols
-from carl_tf.evaluation.report import figure_labels, format_table, write_json
+from carl_tf.evaluation.report import UnsavedResults, figure_labels, format_table, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -199,13 +199,30 @@ def evaluate(
         test_labels=test[1],
     )
     output = output or (loaded.run and os.path.join(loaded.run.path, "evaluation.json"))
+    # A disk that refuses the files must not cost the figures: the error carries them.
     if output:
-        write_json(output, result.record())
+        try:
+            write_json(output, result.record())
+        except RunDirectoryError as error:
+            raise _unsaved(result, f"figures not saved: {error}") from error
         result = dataclasses.replace(result, output=os.path.abspath(output))
     if plots_dir:
-        drawn = _draw_plots(loaded, result, data_settings, plots_dir)
+        try:
+            drawn = _draw_plots(loaded, result, data_settings, plots_dir)
+        except OSError as error:
+            raise _unsaved(
+                result,
+                f"plots not drawn: cannot write to {error.filename or plots_dir}: "
+                f"{error.strerror or error}; pass --plots_dir=DIR or --noplots",
+            ) from error
         result = dataclasses.replace(result, plots=tuple(drawn))
     return result
+
+
+def _unsaved(result: EvaluationResult, message: str) -> UnsavedResults:
+    """The error of a file not written, carrying the figures so they are still shown."""
+    text = "\n".join([result.table(), *(f"note: {note}" for note in result.notes)])
+    return UnsavedResults(message, result, text)
 
 
 # Fewer prototypes in use than this fraction of min(K, test images) make the prototype figures

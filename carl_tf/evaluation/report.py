@@ -3,6 +3,7 @@
 import json
 import os
 
+from carl_tf.errors import RunDirectoryError
 from carl_tf.evaluation.protocols import SMALL_K, ProtocolSettings
 from carl_tf.run.rundir import write_atomically
 
@@ -19,6 +20,23 @@ FIGURES = (
     "kmeans_ari",
     "kmeans_acc",
 )
+
+
+class UnsavedResults(RunDirectoryError):
+    """Figures that were measured but could not be saved (a read-only or full disk).
+
+    The command-line programs print `results_text` on stdout before the one-line error, so an
+    evaluation that took minutes is not lost with its file.
+
+    Attributes:
+        result: The evaluation, complete but for the files not written.
+        results_text: The figures as the programs print them: the table and its notes.
+    """
+
+    def __init__(self, message: str, result, results_text: str):
+        super().__init__(message)
+        self.result = result
+        self.results_text = results_text
 
 
 def figure_labels(
@@ -67,10 +85,20 @@ def format_table(columns: dict[str, dict[str, float | None]], labels: dict[str, 
 
 
 def write_json(path: str, record: dict) -> None:
-    """Writes `record` to `path` as indented JSON, atomically, creating its directory."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    write_atomically(os.path.abspath(path), json.dumps(record, indent=2) + "\n")
+    """Writes `record` to `path` as indented JSON, atomically, creating its directory.
+
+    Raises:
+        RunDirectoryError: If the disk refuses the write, naming `--output` as the way out.
+    """
+    path = os.path.abspath(path)
+    elsewhere = "pass --output=PATH to write it elsewhere"
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    except OSError as error:
+        raise RunDirectoryError(
+            f"cannot write to {path}: {error.strerror or error}; {elsewhere}"
+        ) from error
+    write_atomically(path, json.dumps(record, indent=2) + "\n", elsewhere=elsewhere)
 
 
 def _format(name: str, value: float | None) -> str:

@@ -1,4 +1,7 @@
-"""Keras callbacks of a train.py run: collapse and NaN guards, and the run directory's records."""
+"""Keras callbacks of a train.py run: collapse and NaN guards, and the run directory's records.
+
+`Interrupted` is the Ctrl-C (or SIGTERM) of a run, with the epoch `RunRecorder` was in.
+"""
 
 import logging
 import math
@@ -69,20 +72,41 @@ class StopOnNaN(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) during a run's epochs, raised from the signal's exception.
+
+    A KeyboardInterrupt, so whatever unwinds on Ctrl-C unwinds on it too.
+
+    Attributes:
+        epoch: The 1-based epoch in progress: the first one not checkpointed, which rerunning
+            the same command trains again.
+    """
+
+    def __init__(self, epoch: int):
+        super().__init__(f"interrupted during epoch {epoch}")
+        self.epoch = epoch
+
+
 class RunRecorder(keras.callbacks.Callback):
     """Appends each finished epoch to metrics.csv, then checkpoints model and optimizer.
 
     The row is written before the checkpoint: a process killed between the two resumes from the
     previous checkpoint, and `RunDirectory.keep_metrics_up_to` drops the row it will write again.
     An epoch whose loss is not finite is neither recorded nor checkpointed.
+
+    Attributes:
+        epoch_in_progress: The 1-based epoch a stop now would lose (the first not yet
+            checkpointed), for `Interrupted`; it moves on once an epoch's checkpoint is written.
     """
 
-    def __init__(self, run_dir: RunDirectory):
+    def __init__(self, run_dir: RunDirectory, epochs_done: int = 0):
         super().__init__()
         self.run_dir = run_dir
+        self.epoch_in_progress = epochs_done + 1
         self._started = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_in_progress = epoch + 1
         self._started = time.time()
 
     def on_epoch_end(self, epoch, logs=None):
@@ -93,3 +117,4 @@ class RunRecorder(keras.callbacks.Callback):
         row.update(epoch=epoch + 1, seconds=round(time.time() - self._started, 2))
         self.run_dir.append_metrics(row)
         self.run_dir.save_checkpoint(self.model, epoch + 1)
+        self.epoch_in_progress = epoch + 2  # this one is safe; a stop now loses the next

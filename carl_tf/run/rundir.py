@@ -8,6 +8,7 @@ directory (`RunDirectory.lock`). docs/faults.md lists what survives what.
 
 import contextlib
 import csv
+import errno
 import fcntl
 import io
 import json
@@ -78,10 +79,7 @@ class RunDirectory:
             # "a+" opens without truncating: the holder's pid must stay readable when refused.
             handle = open(path, "a+", encoding="utf-8")
         except OSError as error:
-            raise RunDirectoryError(
-                f"cannot create the lock file {path} ({error.strerror}); make its folder "
-                "writable or choose another --workdir"
-            ) from error
+            raise _write_error(path, error) from error
         with handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -120,10 +118,17 @@ class RunDirectory:
             )
 
     def create(self, config: dict, overwrite: bool) -> None:
-        """Makes the directory and records `config`; `overwrite` first deletes any earlier run."""
-        if overwrite and os.path.exists(self.path):
-            shutil.rmtree(self.path)
-        os.makedirs(self.checkpoint_dir, exist_ok=True)
+        """Makes the directory and records `config`; `overwrite` first deletes any earlier run.
+
+        Raises:
+            RunDirectoryError: If the disk refuses (read-only, full), naming the path.
+        """
+        try:
+            if overwrite and os.path.exists(self.path):
+                shutil.rmtree(self.path)
+            os.makedirs(self.checkpoint_dir, exist_ok=True)
+        except OSError as error:
+            raise _write_error(error.filename or self.path, error) from error
         write_atomically(self.config_path, json.dumps(config, indent=2, sort_keys=True) + "\n")
 
     def read_config(self):
@@ -175,9 +180,11 @@ class RunDirectory:
         try:
             model.save(temporary)
             os.replace(temporary, os.path.join(self.checkpoint_dir, name))
-        except OSError as error:
+        except BaseException as error:  # Ctrl-C and SIGTERM too: leave no half-written file
             _remove_quietly(temporary)
-            raise _write_error(os.path.join(self.checkpoint_dir, name), error) from error
+            if isinstance(error, OSError):
+                raise _write_error(os.path.join(self.checkpoint_dir, name), error) from error
+            raise
         kept = sorted(
             (n for n in os.listdir(self.checkpoint_dir) if _CHECKPOINT.match(n)), reverse=True
         )
@@ -237,12 +244,17 @@ class RunDirectory:
         write_atomically(self.metrics_path, text.getvalue())
 
 
-def write_atomically(path: str, text: str) -> None:
+def write_atomically(path: str, text: str, elsewhere: str = "choose a writable --workdir") -> None:
     """Writes `text` to `path` through a temporary file and a rename.
+
+    Args:
+        path: The file to write.
+        text: Its new content.
+        elsewhere: How to write it to another place, for the message of a read-only disk.
 
     Raises:
         RunDirectoryError: If the disk refuses the write; `path` keeps its previous content
-            and the temporary file is removed.
+            and the temporary file is removed (also on Ctrl-C, which is re-raised).
     """
     temporary = os.path.join(os.path.dirname(path), f".tmp-{os.path.basename(path)}")
     try:
@@ -251,9 +263,11 @@ def write_atomically(path: str, text: str) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(temporary, path)
-    except OSError as error:
+    except BaseException as error:
         _remove_quietly(temporary)
-        raise _write_error(path, error) from error
+        if isinstance(error, OSError):
+            raise _write_error(path, error, elsewhere) from error
+        raise
 
 
 def keras_file_problem(path: str) -> str | None:
@@ -286,8 +300,21 @@ def _is_metrics_row(row: dict) -> bool:
     return True
 
 
-def _write_error(path: str, error: OSError) -> RunDirectoryError:
-    """The one-line error of a write the disk refused, naming the file and the fix."""
+_NOT_WRITABLE = {errno.EROFS: "read-only file system", errno.EACCES: "permission denied"}
+
+
+def _write_error(
+    path: str, error: OSError, elsewhere: str = "choose a writable --workdir"
+) -> RunDirectoryError:
+    """The one-line error of a write the disk refused, naming the file and the fix.
+
+    A read-only or forbidden place will not change by rerunning, so its fix is `elsewhere`;
+    a full disk (or another failure) can be mended in place and the run resumed.
+    """
+    if error.errno in _NOT_WRITABLE:
+        return RunDirectoryError(
+            f"cannot write to {path}: {_NOT_WRITABLE[error.errno]}; {elsewhere}"
+        )
     folder = os.path.dirname(path)
     return RunDirectoryError(
         f"cannot write {path} ({error.strerror or error}); free space on {folder} or make it "

@@ -5,10 +5,12 @@ data, the model, the run directory, the callbacks, the fit, and the export. Ever
 be refused is built and checked before the run directory is created, changed or deleted.
 """
 
+import contextlib
 import dataclasses
 import logging
 import shutil
 import sys
+from collections.abc import Iterator
 
 import keras
 import numpy as np
@@ -20,7 +22,7 @@ from carl_tf.method.augment import SimCLRAugment
 from carl_tf.method.backbones import build_backbone
 from carl_tf.method.model import CARL
 from carl_tf.method.schedules import KLWeightSchedule
-from carl_tf.run.callbacks import CollapseGuard, RunRecorder, StopOnNaN
+from carl_tf.run.callbacks import CollapseGuard, Interrupted, RunRecorder, StopOnNaN
 from carl_tf.run.config import validate_config
 from carl_tf.run.export import export_run
 from carl_tf.run.precision import set_precision
@@ -72,6 +74,8 @@ def pretrain(config, workdir: str, *, overwrite: bool = False) -> PretrainResult
         RunDirectoryError: The workdir is in use by another train.py (see `RunDirectory.lock`),
             damaged, full or read-only.
         TrainingFailed: The loss became NaN or the assignment collapsed (nothing exported).
+        Interrupted: Ctrl-C (or a SIGTERM raised as a KeyboardInterrupt) during the epochs,
+            naming the epoch in progress; the checkpoints of the epochs before it are kept.
     """
     validate_config(config)
     policy, strategy = setup_runtime(config)
@@ -99,22 +103,24 @@ def pretrain(config, workdir: str, *, overwrite: bool = False) -> PretrainResult
     with run_dir.lock():
         run_dir.create(config.to_dict(), overwrite=overwrite)
         epochs_done = resume(model, chief_dir, run_dir)
-        callbacks, guards = make_callbacks(config, model, run_dir, knn_sets, epochs_done)
-        logger.info(
-            "pretraining on %d images of %s, %d steps per epoch, workdir %s",
-            source.num_examples,
-            source.description,
-            steps_per_epoch,
-            run_dir.path,
-        )
-        model.fit(
-            train_data,
-            epochs=config.epochs,
-            initial_epoch=epochs_done,
-            callbacks=callbacks,
-            verbose=1 if on_terminal() else 0,  # the bar on terminals; EpochLog prints the rest
-            shuffle=False,  # make_dataset reshuffles every epoch
-        )
+        recorder = RunRecorder(run_dir, epochs_done)
+        with naming_the_epoch(recorder):
+            callbacks, guards = make_callbacks(config, model, run_dir, knn_sets, recorder)
+            logger.info(
+                "pretraining on %d images of %s, %d steps per epoch, workdir %s",
+                source.num_examples,
+                source.description,
+                steps_per_epoch,
+                run_dir.path,
+            )
+            model.fit(
+                train_data,
+                epochs=config.epochs,
+                initial_epoch=epochs_done,
+                callbacks=callbacks,
+                verbose=1 if on_terminal() else 0,  # the bar on terminals; EpochLog the rest
+                shuffle=False,  # make_dataset reshuffles every epoch
+            )
         raise_on_failure(config, policy, *guards)
         export_run(model, run_dir.export_dir)
         if not is_chief(strategy):  # its files duplicate the chief's; written for the collectives
@@ -227,6 +233,13 @@ def resume(model: CARL, chief_dir: RunDirectory, run_dir: RunDirectory) -> int:
     A damaged newest checkpoint is skipped for the one before it; metrics.csv is checked and
     cut to the epochs resumed from before any weights are loaded.
 
+    Only weights and optimizer state (momentum, step count, hence the learning rate) come back.
+    The random streams restart from the seed as in a fresh run: the augmenter's
+    `keras.random.SeedGenerator` (its state is not in the checkpoint) and the tf.data shuffle
+    draw for the first epoch after a resume what they drew for epoch 1. So the epochs after a
+    resume differ from an uninterrupted run's; those before it are bit-identical (see
+    docs/faults.md, "What a resume does not restore").
+
     Raises:
         RunDirectoryError: If every checkpoint is damaged, or metrics.csv is damaged or gone.
     """
@@ -239,12 +252,27 @@ def resume(model: CARL, chief_dir: RunDirectory, run_dir: RunDirectory) -> int:
     return epochs_done
 
 
-def make_callbacks(config, model: CARL, run_dir: RunDirectory, knn_sets, epochs_done: int):
+@contextlib.contextmanager
+def naming_the_epoch(recorder: RunRecorder) -> Iterator[None]:
+    """Turns a KeyboardInterrupt inside into `Interrupted` with the recorder's epoch in progress.
+
+    Ctrl-C reaches Python wherever `fit` happens to be; only the recorder knows which epoch
+    that was, and the user needs it to know what the rerun will redo.
+    """
+    try:
+        yield
+    except KeyboardInterrupt as error:
+        raise Interrupted(recorder.epoch_in_progress) from error
+
+
+def make_callbacks(config, model: CARL, run_dir: RunDirectory, knn_sets, recorder: RunRecorder):
     """The run's callbacks, and its (NaN, collapse) guards to check after `fit`.
 
-    Measures and records the untrained backbone's kNN (epoch 0) on a fresh run. Order matters:
-    the monitor adds its figure before the records and the epoch line read the logs.
+    Measures and records the untrained backbone's kNN (epoch 0) on a fresh run (one that
+    `recorder` starts at epoch 1). Order matters: the monitor adds its figure before the
+    records and the epoch line read the logs.
     """
+    epochs_done = recorder.epoch_in_progress - 1
     callbacks = [KLWeightSchedule(config.kl_start, config.kl_end, config.kl_decay_epochs)]
     board = RunTensorBoard(run_dir.tensorboard_dir)
     board.set_model(model)
@@ -267,7 +295,7 @@ def make_callbacks(config, model: CARL, run_dir: RunDirectory, knn_sets, epochs_
     collapse_guard = CollapseGuard(
         config.collapse_fraction, config.batch_size, patience=config.collapse_patience
     )
-    callbacks += [collapse_guard, nan_guard, RunRecorder(run_dir), board]
+    callbacks += [collapse_guard, nan_guard, recorder, board]
     if on_terminal():  # Keras's bar, finished before the epoch line below is printed
         callbacks.append(keras.callbacks.ProgbarLogger())
     callbacks.append(EpochLog(config.epochs))
