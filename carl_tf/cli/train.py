@@ -41,6 +41,14 @@ _WORKDIR = flags.DEFINE_string(
     "default runs/<preset>. Rerunning on it resumes.",
 )
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Delete the workdir's run and start afresh.")
+_EXTEND = flags.DEFINE_enum(
+    "extend",
+    None,
+    ["rescale", "restart"],
+    "Train a run longer than it was started for (--epochs above its own): rescale stretches "
+    "the learning-rate cycle and the lambda decay to the new length; restart runs a new cosine "
+    "cycle from the peak rate over the added epochs with lambda at its end value.",
+)
 _PRINT_CONFIG = flags.DEFINE_bool(
     "print_config", False, "Print the resolved, checked config and the workdir, then exit."
 )
@@ -199,7 +207,7 @@ def main(argv):
         validate_config(config)
         print(json.dumps({**config.to_dict(), "workdir": workdir}, indent=2, sort_keys=True))
         return 0
-    result = pretrain(config, workdir, overwrite=_OVERWRITE.value)
+    result = pretrain(config, workdir, overwrite=_OVERWRITE.value, extend=_EXTEND.value)
     if not result.trained:
         print(f"{result.workdir} holds a finished run; nothing to do (--overwrite trains afresh)")
         return 0

@@ -65,19 +65,24 @@ def export_run(model: CARL, export_dir: str) -> None:
 
     Both are written into a temporary sibling directory that is renamed to `export_dir` once
     complete, so an interrupted export leaves no `export_dir` behind (train.py treats its
-    presence as "this run is finished"). The temporary directory is removed on any failure.
+    presence as "this run is finished"). The temporary directory is removed on any failure. An
+    extended run's earlier export stays in place until the new one is complete.
 
     Raises:
         RunDirectoryError: If the disk refuses the write (full, read-only); the run's
             checkpoints are untouched, so rerunning the same command exports again.
     """
-    temporary = f"{export_dir}.tmp"
+    temporary, previous = f"{export_dir}.tmp", f"{export_dir}.previous"
     shutil.rmtree(temporary, ignore_errors=True)
+    shutil.rmtree(previous, ignore_errors=True)
     try:
         os.makedirs(temporary)
         export_backbone(model, os.path.join(temporary, "backbone"))
         model.save(os.path.join(temporary, "carl.keras"))
+        if os.path.isdir(export_dir):  # an extended run replaces the shorter run's export
+            os.replace(export_dir, previous)
         os.replace(temporary, export_dir)
+        shutil.rmtree(previous, ignore_errors=True)
     except BaseException as error:  # Ctrl-C and SIGTERM too: leave no half-written export
         shutil.rmtree(temporary, ignore_errors=True)
         # TensorFlow reports the SavedModel's failed writes as OpError, not OSError.

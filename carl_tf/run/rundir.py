@@ -36,6 +36,12 @@ METRICS_COLUMNS = (
 )
 _CHECKPOINT = re.compile(r"^ckpt-(\d{4,})\.keras$")
 _CHECKPOINTS_KEPT = 2
+# What the schedules do when a run is trained longer than it was started for:
+# rescale: the learning-rate cycle and the lambda decay are stretched to the new length, and the
+#   run continues at its epoch's point of the stretched schedules (the rate rises again);
+# restart: a new cosine cycle from the peak rate runs over the added epochs; lambda keeps the
+#   decay it had, so it stays at its end value.
+EXTEND_MODES = ("rescale", "restart")
 
 logger = logging.getLogger(__name__)
 
@@ -96,26 +102,65 @@ class RunDirectory:
             handle.flush()
             yield  # closing the handle releases the lock
 
-    def is_finished(self) -> bool:
-        """The export is renamed into place last, so its presence means the run completed."""
-        return os.path.isdir(self.export_dir)
+    def is_finished(self, epochs: int | None = None) -> bool:
+        """Whether the run is complete: its export is renamed into place last.
 
-    def check_config(self, config: dict) -> None:
-        """Refuses to continue a run in this directory that was started with another config.
+        Args:
+            epochs: The epochs the run is to reach; an export of fewer (a run being extended)
+                does not count. None: any export counts.
+        """
+        if not os.path.isdir(self.export_dir):
+            return False
+        if epochs is None:
+            return True
+        done = [int(row["epoch"]) for row in self.read_metrics() if row.get("epoch")]
+        return max(done, default=0) >= epochs
+
+    def check_config(self, config: dict, extend: str | None = None) -> dict:
+        """The config to record for continuing this directory's run with `config`.
+
+        A run may only continue with the config it started with, or train longer: `config`
+        asks for more epochs (all else equal) and `extend` says what the schedules do then (see
+        `EXTEND_MODES`). The extension is recorded under `extensions` in config.json.
+
+        Args:
+            config: The command's config, as a dict.
+            extend: `rescale`, `restart` or None.
+
+        Returns:
+            `config` for a new run; else the run's record, extended when asked.
 
         Raises:
             RunDirectoryError: naming the first fields that differ and the way out.
         """
         if not os.path.exists(self.config_path):
-            return
+            return dict(config)
         previous = config_from_json(self.config_path).to_dict()
-        changed = sorted(k for k in set(previous) | set(config) if previous.get(k) != config.get(k))
-        if changed:
-            shown = ", ".join(f"{k} {previous.get(k)!r} -> {config.get(k)!r}" for k in changed[:3])
+        extensions = previous.pop("extensions", [])
+        changed = _changed_fields(previous, config, extensions)
+        if not changed:
+            return {**previous, **({"extensions": extensions} if extensions else {})}
+        longer = set(changed) <= {"epochs", "kl_decay_epochs"} and (
+            config["epochs"] > previous["epochs"]
+        )
+        if longer and extend in EXTEND_MODES:
+            step = {"from_epochs": previous["epochs"], "to_epochs": config["epochs"]}
+            record = {**config, "extensions": [*extensions, {**step, "schedules": extend}]}
+            if extend == "restart":  # lambda stays where the run left it
+                record["kl_decay_epochs"] = previous["kl_decay_epochs"]
+            return record
+        if longer:
             raise RunDirectoryError(
-                f"workdir {self.path} holds a run with a different config ({shown}); "
-                "pass --overwrite to start afresh or choose another --workdir"
+                f"workdir {self.path} holds a {previous['epochs']}-epoch run; to train it to "
+                f"{config['epochs']} epochs pass --extend=rescale (the learning-rate cycle and "
+                "the lambda decay stretched to the new length) or --extend=restart (a new cosine "
+                "cycle from the peak rate over the added epochs, lambda kept at its end value)"
             )
+        shown = ", ".join(f"{k} {previous.get(k)!r} -> {config.get(k)!r}" for k in changed[:3])
+        raise RunDirectoryError(
+            f"workdir {self.path} holds a run with a different config ({shown}); "
+            "pass --overwrite to start afresh or choose another --workdir"
+        )
 
     def create(self, config: dict, overwrite: bool) -> None:
         """Makes the directory and records `config`; `overwrite` first deletes any earlier run.
@@ -242,6 +287,15 @@ class RunDirectory:
         writer.writeheader()
         writer.writerows(rows)
         write_atomically(self.metrics_path, text.getvalue())
+
+
+def _changed_fields(previous: dict, config: dict, extensions: list[dict]) -> list[str]:
+    """Fields whose values differ; a restart extension's kept lambda decay does not count."""
+    changed = sorted(k for k in set(previous) | set(config) if previous.get(k) != config.get(k))
+    last = extensions[-1] if extensions else None
+    if last and last["schedules"] == "restart" and last["to_epochs"] == config.get("epochs"):
+        changed = [k for k in changed if k != "kl_decay_epochs"]
+    return changed
 
 
 def write_atomically(path: str, text: str, elsewhere: str = "choose a writable --workdir") -> None:

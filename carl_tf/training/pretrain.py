@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterator
 
 import keras
+import ml_collections
 import numpy as np
 
 from carl_tf import data
@@ -21,7 +22,7 @@ from carl_tf.evaluation.monitor import KNNMonitor
 from carl_tf.method.augment import SimCLRAugment
 from carl_tf.method.backbones import build_backbone
 from carl_tf.method.model import CARL
-from carl_tf.method.schedules import KLWeightSchedule
+from carl_tf.method.schedules import KLWeightSchedule, StartAt
 from carl_tf.run.callbacks import CollapseGuard, Interrupted, RunRecorder, StopOnNaN
 from carl_tf.run.config import validate_config
 from carl_tf.run.export import export_run
@@ -58,13 +59,18 @@ class PretrainResult:
     metrics: str
 
 
-def pretrain(config, workdir: str, *, overwrite: bool = False) -> PretrainResult:
-    """Runs, resumes or (with `overwrite`) restarts one pretraining run.
+def pretrain(
+    config, workdir: str, *, overwrite: bool = False, extend: str | None = None
+) -> PretrainResult:
+    """Runs, resumes, extends or (with `overwrite`) restarts one pretraining run.
 
     Args:
         config: A ConfigDict with the fields of `carl_tf.configs.common.paper_recipe()`.
         workdir: The run directory; rerunning on it resumes after the last finished epoch.
         overwrite: Delete the run already in `workdir` (only once everything is checked).
+        extend: For a `config` with more epochs than the run in `workdir` (finished or not):
+            `rescale` or `restart`, what the learning-rate and lambda schedules do over the
+            added epochs (see `carl_tf.run.rundir.EXTEND_MODES`); recorded in config.json.
 
     Returns:
         What the run left behind; also for a run that was already finished.
@@ -81,13 +87,17 @@ def pretrain(config, workdir: str, *, overwrite: bool = False) -> PretrainResult
     policy, strategy = setup_runtime(config)
     chief_dir = RunDirectory(workdir)
     run_dir = RunDirectory(worker_workdir(workdir, strategy))
+    record = config.to_dict() if overwrite else run_dir.check_config(config.to_dict(), extend)
+    extensions = record.pop("extensions", [])
+    config = ml_collections.ConfigDict(record)  # an extension may keep the run's lambda decay
     if not overwrite:
-        run_dir.check_config(config.to_dict())
         # The chief's export is the one finish line: a worker's own scratch directory is gone
         # after a finished run, and a worker that trained alone would wait for the chief forever.
-        if chief_dir.is_finished():
+        if chief_dir.is_finished(config.epochs):
             logger.info("%s holds a finished run; nothing to do", chief_dir.path)
             return _result(chief_dir, trained=False)
+    if extensions:
+        _log_extension(extensions[-1])
 
     source = load_training_source(config)
     train_data = data.make_dataset(
@@ -96,12 +106,15 @@ def pretrain(config, workdir: str, *, overwrite: bool = False) -> PretrainResult
     steps_per_epoch = source.num_examples // config.batch_size
     knn_sets = load_knn_sets(config)
     with strategy.scope():
-        model = build_model(config, steps_per_epoch)
+        model = build_model(config, steps_per_epoch, cycle_start_epoch=_cycle_start(extensions))
 
     # Held from before the directory is created (or deleted by --overwrite) through the export,
     # so a second train.py on the same workdir is refused before it changes anything.
     with run_dir.lock():
-        run_dir.create(config.to_dict(), overwrite=overwrite)
+        run_dir.create(
+            {**config.to_dict(), **({"extensions": extensions} if extensions else {})},
+            overwrite=overwrite,
+        )
         epochs_done = resume(model, chief_dir, run_dir)
         recorder = RunRecorder(run_dir, epochs_done)
         with naming_the_epoch(recorder):
@@ -128,6 +141,29 @@ def pretrain(config, workdir: str, *, overwrite: bool = False) -> PretrainResult
     return _result(chief_dir, trained=True)
 
 
+def _cycle_start(extensions: list[dict]) -> int:
+    """The epoch the learning-rate cycle starts at: the last `restart` extension's, else 0.
+
+    A `rescale` extension after a restart stretches that restarted cycle to the new end.
+    """
+    restarts = [e["from_epochs"] for e in extensions if e["schedules"] == "restart"]
+    return restarts[-1] if restarts else 0
+
+
+def _log_extension(extension: dict) -> None:
+    how = {
+        "rescale": "the learning-rate cycle and the lambda decay stretched to the new length",
+        "restart": "a new cosine cycle from the peak rate, lambda kept at its end value",
+    }[extension["schedules"]]
+    logger.info(
+        "extending the %d-epoch run to %d epochs: %s (--extend=%s)",
+        extension["from_epochs"],
+        extension["to_epochs"],
+        how,
+        extension["schedules"],
+    )
+
+
 def setup_runtime(config):
     """Seeds every generator, sets the Keras dtype policy and makes the strategy.
 
@@ -144,8 +180,12 @@ def setup_runtime(config):
     return policy, strategy
 
 
-def build_model(config, steps_per_epoch: int) -> CARL:
-    """The CARL model of a config, compiled with SGD and the (warmup +) cosine learning rate."""
+def build_model(config, steps_per_epoch: int, cycle_start_epoch: int = 0) -> CARL:
+    """The CARL model of a config, compiled with SGD and the (warmup +) cosine learning rate.
+
+    `cycle_start_epoch` > 0 (a run extended with `restart`) starts the cosine cycle afresh, from
+    the peak rate without warmup, at that epoch and ends it at `config.epochs`.
+    """
     backbone = build_backbone(
         config.backbone, width=config.backbone_width, image_size=config.image_size
     )
@@ -164,13 +204,21 @@ def build_model(config, steps_per_epoch: int) -> CARL:
         symmetric=config.symmetric,
     )
     peak = config.learning_rate * config.batch_size / 256
-    warmup_steps = config.warmup_epochs * steps_per_epoch
-    schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0 if warmup_steps else peak,
-        warmup_target=peak if warmup_steps else None,
-        warmup_steps=warmup_steps,
-        decay_steps=(config.epochs - config.warmup_epochs) * steps_per_epoch,
-    )
+    if cycle_start_epoch:
+        schedule = StartAt(
+            keras.optimizers.schedules.CosineDecay(
+                peak, decay_steps=(config.epochs - cycle_start_epoch) * steps_per_epoch
+            ),
+            start_step=cycle_start_epoch * steps_per_epoch,
+        )
+    else:
+        warmup_steps = config.warmup_epochs * steps_per_epoch
+        schedule = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=0.0 if warmup_steps else peak,
+            warmup_target=peak if warmup_steps else None,
+            warmup_steps=warmup_steps,
+            decay_steps=(config.epochs - config.warmup_epochs) * steps_per_epoch,
+        )
     optimizer = keras.optimizers.SGD(
         schedule, momentum=config.momentum, weight_decay=config.weight_decay or None
     )
