@@ -73,6 +73,7 @@ def test_an_extended_run_trains_the_added_epochs_and_records_how(runs, mode):
     with open(base / mode / "config.json") as f:
         record = json.load(f)
     assert record["epochs"] == 5
+    assert record["resolved_precision"] in ("float32", "mixed_bfloat16")
     assert record["extensions"] == [{"from_epochs": 3, "to_epochs": 5, "schedules": mode}]
     assert os.path.isfile(base / mode / "export" / "carl.keras")
     assert not os.path.exists(base / mode / "export.previous")

@@ -1,6 +1,9 @@
 """What a run shows while it trains: the epoch line, TensorBoard's records, prototype usage."""
 
 import glob
+import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -83,12 +86,23 @@ def test_tensorboard_records_steps_epochs_from_one_and_the_untrained_knn(tmp_pat
 
 
 def test_prototype_usage_counts_every_anchor_once_under_mirrored_strategy():
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    with strategy.scope():
-        model = small_carl()
-    model.fit(images(), batch_size=BATCH, epochs=1, verbose=0)
-    counts = np.asarray(model.prototype_usage.result())
-    assert counts.shape == (12,) and counts.sum() == BATCH * STEPS
+    """In a process of its own: TensorFlow reuses collective instance keys across the
+    MirroredStrategy objects of one process, so another test's strategy would collide."""
+    code = f"""
+import numpy as np, tensorflow as tf
+(cpu,) = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})
+from test_progress import BATCH, STEPS, images, small_carl
+with tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]).scope():
+    model = small_carl()
+model.fit(images(), batch_size=BATCH, epochs=1, verbose=0)
+counts = np.asarray(model.prototype_usage.result())
+assert counts.shape == (12,) and counts.sum() == BATCH * STEPS, counts
+print("ok")
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
 
 
 def test_validation_logs_hold_figures_only():

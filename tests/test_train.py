@@ -217,8 +217,9 @@ def test_bad_input_gives_one_line_error(bad_input_results, case):
 
 def test_config_change_on_existing_workdir_is_refused(finished_run):
     workdir, _ = finished_run
-    result = train(*SMOKE, f"--workdir={workdir}", "--epochs=4")
-    assert result.returncode != 0 and "--overwrite" in result.stderr
+    result = train(*SMOKE, f"--workdir={workdir}", "--epochs=3", "--learning_rate=0.2")
+    assert result.returncode == 2 and "--overwrite" in result.stderr
+    assert "learning_rate 0.1 -> 0.2" in result.stderr
     assert [int(r["epoch"]) for r in metrics(workdir)] == [0, 1, 2, 3]  # untouched
 
 

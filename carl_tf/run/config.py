@@ -130,6 +130,11 @@ FIELDS: dict[str, Callable[[object], str | None]] = {
 }
 
 
+# What a run directory records beside the fields in config.json (carl_tf.run.rundir): not
+# settings, so they are neither checked nor compared.
+RECORD_KEYS = ("extensions", "resolved_precision")
+
+
 def unknown_field_error(name: str) -> UsageError:
     """The error for a field no config has, naming the nearest real ones."""
     nearest = difflib.get_close_matches(name, FIELDS, n=3, cutoff=0.5)
@@ -150,6 +155,7 @@ def validate_config(config) -> None:
         UsageError: For a field the config lacks or one no config has.
     """
     values = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    values = {k: v for k, v in values.items() if k not in RECORD_KEYS}
     for name in values:
         if name not in FIELDS:
             raise unknown_field_error(name)

@@ -21,7 +21,7 @@ import zipfile
 from collections.abc import Iterator
 
 from carl_tf.errors import RunDirectoryError
-from carl_tf.run.config import config_from_json
+from carl_tf.run.config import RECORD_KEYS, config_from_json
 
 METRICS_COLUMNS = (
     "epoch",
@@ -121,7 +121,8 @@ class RunDirectory:
 
         A run may only continue with the config it started with, or train longer: `config`
         asks for more epochs (all else equal) and `extend` says what the schedules do then (see
-        `EXTEND_MODES`). The extension is recorded under `extensions` in config.json.
+        `EXTEND_MODES`). The extension is recorded under `extensions` in config.json, beside
+        `resolved_precision` (the Keras policy `precision` stood for), which is not compared.
 
         Args:
             config: The command's config, as a dict.
@@ -137,6 +138,8 @@ class RunDirectory:
             return dict(config)
         previous = config_from_json(self.config_path).to_dict()
         extensions = previous.pop("extensions", [])
+        previous.pop("resolved_precision", None)  # a fact of the machine, not a setting
+        config = {k: v for k, v in config.items() if k not in RECORD_KEYS}
         changed = _changed_fields(previous, config, extensions)
         if not changed:
             return {**previous, **({"extensions": extensions} if extensions else {})}

@@ -89,6 +89,7 @@ def pretrain(
     run_dir = RunDirectory(worker_workdir(workdir, strategy))
     record = config.to_dict() if overwrite else run_dir.check_config(config.to_dict(), extend)
     extensions = record.pop("extensions", [])
+    record.pop("resolved_precision", None)  # resolved again on this machine
     config = ml_collections.ConfigDict(record)  # an extension may keep the run's lambda decay
     if not overwrite:
         # The chief's export is the one finish line: a worker's own scratch directory is gone
@@ -111,9 +112,9 @@ def pretrain(
     # Held from before the directory is created (or deleted by --overwrite) through the export,
     # so a second train.py on the same workdir is refused before it changes anything.
     with run_dir.lock():
+        record = {**config.to_dict(), "resolved_precision": policy}
         run_dir.create(
-            {**config.to_dict(), **({"extensions": extensions} if extensions else {})},
-            overwrite=overwrite,
+            {**record, **({"extensions": extensions} if extensions else {})}, overwrite=overwrite
         )
         epochs_done = resume(model, chief_dir, run_dir)
         recorder = RunRecorder(run_dir, epochs_done)
