@@ -82,3 +82,34 @@ def test_mistakes_get_one_line_naming_the_flag(results, name, message):
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert code == 2 and len(lines) == 1 and message in lines[0], err[-2000:]
     assert "Traceback" not in err
+
+
+def test_every_training_command_of_the_readme_resolves_its_config():
+    """README's Training block, each line with --print_config: its flags parse and its config
+    passes every check (the data is not read, so TFDS names and folders need not exist)."""
+    with open(os.path.join(REPO, "README.md")) as f:
+        section = f.read().split("## Training", 1)[1]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    commands = [line.split("#")[0].split()[2:] for line in block.splitlines() if "train.py" in line]
+    assert len(commands) >= 5
+    processes = [start("train.py", *args, "--print_config") for args in commands]
+    for args, process in zip(commands, processes):
+        code = process.wait()
+        out, err = process.communicate()
+        assert code == 0, (args, err[-1500:])
+        if "--help" not in args:
+            assert json.loads(out)["workdir"].startswith("runs")
+
+
+def test_overwrite_with_a_bad_setting_keeps_the_finished_run(tmp_path):
+    """The whole config is checked before --overwrite deletes anything."""
+    run = tmp_path / "run"
+    (run / "export").mkdir(parents=True)
+    (run / "config.json").write_text("{}\n")
+    (run / "metrics.csv").write_text("epoch\n1\n")
+    for bad in ("--config.momentum=-1", "--learning_rate=nan", "--kl_start=inf"):
+        process = start("train.py", "--dataset=digits", bad, f"--workdir={run}", "--overwrite")
+        code = process.wait()
+        _, err = process.communicate()
+        assert code == 2 and err.strip().splitlines()[-1].startswith("error: "), err[-1500:]
+        assert sorted(p.name for p in run.iterdir()) == ["config.json", "export", "metrics.csv"]
