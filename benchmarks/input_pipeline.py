@@ -23,6 +23,7 @@ import time
 import numpy as np
 from PIL import Image
 
+from benchmarks.throughput import input_pairs_per_s
 from carl_tf import data
 
 
@@ -34,7 +35,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--height", type=int, default=350)
     parser.add_argument("--image_size", type=int, default=224)
     parser.add_argument("--batch_size", type=int, default=256)
-    parser.add_argument("--batches", type=int, default=20, help="Batches timed.")
+    parser.add_argument("--input_batches", type=int, default=20, help="Batches timed.")
     parser.add_argument("--classes", type=int, default=10)
     return parser.parse_args()
 
@@ -72,18 +73,8 @@ def main() -> None:
     source = data.load_source(
         f"folder:{args.folder}", image_size=args.image_size, memory_budget_bytes=0
     )
-    dataset = data.make_dataset(
-        source, batch_size=args.batch_size, shuffle=True, drop_remainder=True, repeat=True
-    )
-    iterator = iter(dataset)
-    for _ in range(3):  # fills the shuffle buffer and the prefetch
-        next(iterator)
-    start = time.perf_counter()
-    for _ in range(args.batches):
-        next(iterator)
-    seconds = time.perf_counter() - start
+    images_per_s = input_pairs_per_s(source, args)  # what throughput.py measures, too
     cores = len(os.sched_getaffinity(0))
-    images_per_s = args.batch_size * args.batches / seconds
     megabytes = sum(
         os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(args.folder) for f in files
     ) / (1 << 20)

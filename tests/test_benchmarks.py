@@ -51,7 +51,7 @@ def test_input_pipeline_streams_a_generated_folder_of_photos(tmp_path):
         "--height=100",
         "--image_size=64",
         "--batch_size=16",
-        "--batches=2",
+        "--input_batches=2",
     )
     assert figures["files"] == 48 and figures["streamed"]
     assert figures["images_per_s"] > 0 and figures["peak_rss_mb"] > 0
