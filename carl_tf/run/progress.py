@@ -100,6 +100,7 @@ class RunTensorBoard(keras.callbacks.Callback):
         super().__init__()
         self.logdir, self.every_steps = logdir, int(every_steps)
         self._writer = None
+        self._step = 0
 
     @property
     def writer(self):
@@ -116,8 +117,13 @@ class RunTensorBoard(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self.model.prototype_usage.reset_state()
 
+    def on_train_begin(self, logs=None):
+        # Counted here rather than read from the optimizer every batch (a device read per step).
+        self._step = int(self.model.optimizer.iterations.numpy())
+
     def on_train_batch_end(self, batch, logs=None):
-        step = int(self.model.optimizer.iterations.numpy())
+        self._step += 1
+        step = self._step
         if step % self.every_steps or not logs:
             return
         with self.writer.as_default():
