@@ -77,9 +77,7 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def build_model(
-    args: argparse.Namespace, jit_compile: bool | None = None, norm_layer=None
-) -> CARL:
+def build_model(args: argparse.Namespace, jit_compile: bool | None = None, norm_layer=None) -> CARL:
     """The benchmark's CARL, under the dtype policy in effect; XLA as `--jit_compile` by default.
 
     `norm_layer` replaces the backbone's BatchNorm factory (see `batch_norm`).
