@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
 
@@ -300,3 +301,95 @@ def test_cifar_jpeg_folder():
     source = data.load_source(f"folder:{_CIFAR_FOLDER}", split="test", holdout=0.02)
     assert source.num_classes == 10 and source.image_shape == (32, 32, 3)
     assert np.array_equal(np.bincount(source.arrays[1]), [100] * 10)
+
+
+def test_tfds_subset_and_shards_read_the_chosen_records_only(tfds_data_dir):
+    data_dir, expected = tfds_data_dir
+    source = data.load_source("carl_tiny_images", split="unlabelled+train", data_dir=data_dir)
+    everything = data.source_arrays(source)
+    keep = np.array([1, 4, 5, 9])
+    subset = source.subset(keep)
+    assert subset.num_examples == 4 and subset.native_size == (8, 8)
+    assert _rows(*data.source_arrays(subset)) == _rows(everything[0][keep], everything[1][keep])
+    # Two pipelines' parts of the subset: disjoint, together all of it (4 = 2 x 2).
+    parts = [list(subset.stream(False, 0, (2, index)).as_numpy_iterator()) for index in range(2)]
+    assert [len(part) for part in parts] == [2, 2]
+    seen = _rows(
+        np.stack([x for part in parts for x, _ in part]), np.array([y for p in parts for _, y in p])
+    )
+    assert seen == _rows(everything[0][keep], everything[1][keep])
+    encoded, label = next(iter(subset.records(False, 0)))
+    assert encoded.dtype == tf.string and int(label) == everything[1][1]
+
+
+def _write_pngs(root, count: int, size: int, classes: int = 2) -> None:
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        directory = root / f"class_{i % classes}"
+        directory.mkdir(parents=True, exist_ok=True)
+        image = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+        (directory / f"{i:04d}.png").write_bytes(tf.io.encode_png(image).numpy())
+
+
+def test_streamed_folder_subset_equals_the_in_memory_rows_and_skips_dropped_files(tmp_path):
+    _write_pngs(tmp_path, 12, 8)
+    spec = f"folder:{tmp_path}"
+    held = data.load_source(spec, split="all")
+    streamed = data.load_source(spec, split="all", memory_budget_bytes=1)
+    assert held.arrays is not None and streamed.arrays is None
+    keep = np.array([0, 3, 4, 10])
+    for source in (held, streamed):
+        subset = source.subset(keep)
+        assert subset.num_examples == 4
+        rows = _rows(*data.source_arrays(subset))
+        assert rows == _rows(held.arrays[0][keep], held.arrays[1][keep])
+        assert len(list(subset.records(False, 0))) == 4
+    # A dropped file is never opened: corrupting it changes nothing of the subset.
+    dropped = sorted(tmp_path.glob("*/*.png"))[1]
+    dropped.write_bytes(b"not an image")
+    streamed = data.load_source(spec, split="all", memory_budget_bytes=1)
+    assert len(list(streamed.subset(keep).stream(False, 0))) == 4
+
+
+def test_shards_of_a_seeded_shuffled_epoch_are_disjoint_and_complete(tmp_path):
+    _write_pngs(tmp_path, 13, 8, classes=13)  # each file its own label
+    streamed = data.load_source(f"folder:{tmp_path}", split="all", memory_budget_bytes=1)
+    held = data.load_source(f"folder:{tmp_path}", split="all")
+    for source in (streamed, held):
+        labels = [
+            np.concatenate(
+                [
+                    y
+                    for _, y in data.make_dataset(
+                        source,
+                        batch_size=2,
+                        shuffle=True,
+                        drop_remainder=False,
+                        seed=3,
+                        shard=(2, index),
+                    ).as_numpy_iterator()
+                ]
+            )
+            for index in range(2)
+        ]
+        assert [len(part) for part in labels] == [6, 6]  # 13 // 2 each, one dropped
+        assert not set(labels[0]) & set(labels[1])
+        assert set(labels[0]) | set(labels[1]) == set(range(12))
+    with pytest.raises(data.DataError, match="shard 2 of 2 does not exist"):
+        data.make_dataset(held, batch_size=2, shuffle=False, drop_remainder=False, shard=(2, 2))
+    with pytest.raises(data.DataError, match="larger than the 6 images in each of the 2 parts"):
+        data.make_dataset(held, batch_size=7, shuffle=False, drop_remainder=True, shard=(2, 0))
+
+
+def test_labelled_batches_stream_the_labelled_images_in_order(tmp_path):
+    np.savez(
+        tmp_path / "d.npz",
+        x=np.arange(5 * 12, dtype=np.uint8).reshape(5, 2, 2, 3),
+        y=np.array([0, -1, 1, 1, -1]),
+    )
+    source = data.load_source(f"npz:{tmp_path / 'd.npz'}", split="all")
+    batches = list(data.labelled_batches(source, batch_size=2).as_numpy_iterator())
+    assert [len(y) for _, y in batches] == [2, 1]
+    images, labels = data.labelled_arrays(source)
+    np.testing.assert_array_equal(np.concatenate([x for x, _ in batches]), images)
+    np.testing.assert_array_equal(np.concatenate([y for _, y in batches]), labels)

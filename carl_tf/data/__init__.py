@@ -1,6 +1,6 @@
 """Image sources and their tf.data pipeline; knows nothing of the method that trains on them."""
 
-from carl_tf.data.pipeline import labelled_arrays, make_dataset, source_arrays
+from carl_tf.data.pipeline import labelled_arrays, labelled_batches, make_dataset, source_arrays
 from carl_tf.data.sources import ImageSource, load_source, splits_by_holdout
 from carl_tf.errors import DataError
 
@@ -8,6 +8,7 @@ __all__ = [
     "DataError",
     "ImageSource",
     "labelled_arrays",
+    "labelled_batches",
     "load_source",
     "make_dataset",
     "source_arrays",

@@ -7,7 +7,7 @@ device, inside the model's train step.
 import numpy as np
 import tensorflow as tf
 
-from carl_tf.data.sources import ImageSource
+from carl_tf.data.sources import ImageSource, Shard, shard_elements
 from carl_tf.errors import DataError
 
 # A streamed source is shuffled through a buffer of at most this many bytes.
@@ -24,6 +24,7 @@ def make_dataset(
     drop_remainder: bool,
     seed: int = 0,
     repeat: bool = False,
+    shard: Shard = (1, 0),
 ) -> tf.data.Dataset:
     """Batches a source into `(images, labels)`.
 
@@ -35,32 +36,39 @@ def make_dataset(
         drop_remainder: Whether to drop the last incomplete batch (training).
         seed: Shuffle seed.
         repeat: Whether to repeat forever.
+        shard: `(count, index)`: read only the index-th of `count` disjoint parts of the source,
+            each `num_examples // count` images, chosen before anything is decoded (a worker's
+            share under a distribution strategy; see `carl_tf.data.sources.shard_elements`).
 
     Returns:
         A dataset of `images` uint8 `(batch, H, W, 3)` and `labels` int32 `(batch,)`.
 
     Raises:
         DataError: If `batch_size` is not positive, or larger than the source while
-            `drop_remainder` would leave no batch at all.
+            `drop_remainder` would leave no batch at all, or if the shard does not exist.
     """
     if batch_size < 1:
         raise DataError(f"batch size must be positive, got {batch_size}; fix --batch_size")
-    if drop_remainder and batch_size > source.num_examples:
+    count = source.num_examples // shard[0]
+    if drop_remainder and batch_size > count:
+        where = f"in {source.description}"
+        if shard[0] > 1:
+            where = f"in each of the {shard[0]} parts of {source.description}"
         raise DataError(
-            f"batch size {batch_size} is larger than the {source.num_examples} images in "
-            f"{source.description}; lower --batch_size"
+            f"batch size {batch_size} is larger than the {count} images {where}; lower --batch_size"
         )
     if source.arrays is not None:
         dataset = tf.data.Dataset.from_tensor_slices(source.arrays)
-        buffer_size = source.num_examples
+        dataset = shard_elements(dataset, source.num_examples, shard)
+        buffer_size = max(1, count)
     else:
-        dataset = source.stream(shuffle, seed)
+        dataset = source.stream(shuffle, seed, shard)
         if source.cache:
             dataset = dataset.cache()
-            buffer_size = source.num_examples
+            buffer_size = max(1, count)
         else:
             image_bytes = int(np.prod(source.image_shape))
-            buffer_size = min(source.num_examples, max(1, _STREAM_SHUFFLE_BYTES // image_bytes))
+            buffer_size = min(max(1, count), max(1, _STREAM_SHUFFLE_BYTES // image_bytes))
     if shuffle:
         dataset = dataset.shuffle(buffer_size, seed=seed, reshuffle_each_iteration=True)
     if repeat:
@@ -87,17 +95,42 @@ def source_arrays(source: ImageSource) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(images), np.concatenate(labels)
 
 
+def labelled_batches(source: ImageSource, batch_size: int = _CHUNK) -> tf.data.Dataset:
+    """The source's labelled images as `(images, labels)` batches, in order, read as needed.
+
+    Unlabelled (-1) images are dropped; at most one batch is decoded at a time, so any source
+    fits, whatever its size.
+
+    Raises:
+        DataError: If the source has no labels at all.
+    """
+    _check_labelled(source)
+    if source.arrays is not None:
+        elements = tf.data.Dataset.from_tensor_slices(source.arrays)
+    else:
+        elements = source.stream(False, 0)
+    return (
+        elements.filter(lambda image, label: label >= 0)
+        .batch(batch_size)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+def _check_labelled(source: ImageSource) -> None:
+    if source.num_classes is None:
+        raise DataError(
+            f"{source.description} has no labels, which evaluation needs; use a folder with one "
+            "sub-folder per class, an npz with labels y, or a labelled TFDS dataset"
+        )
+
+
 def labelled_arrays(source: ImageSource) -> tuple[np.ndarray, np.ndarray]:
     """The source's labelled images and their labels; unlabelled (-1) images are dropped.
 
     Raises:
         DataError: If the source has no labels at all.
     """
-    if source.num_classes is None:
-        raise DataError(
-            f"{source.description} has no labels, which evaluation needs; use a folder with one "
-            "sub-folder per class, an npz with labels y, or a labelled TFDS dataset"
-        )
+    _check_labelled(source)
     images, labels = source_arrays(source)
     labelled = labels >= 0
     return images[labelled], labels[labelled]

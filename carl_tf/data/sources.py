@@ -43,8 +43,12 @@ _ACCEPTED_FORMS = (
     "digits, folder:PATH, npz:PATH, or a TFDS dataset name such as cifar10, stl10 or imagenet2012"
 )
 
-# (shuffle, seed) -> unbatched (image uint8 (H, W, 3), label int32) elements.
-StreamFn = Callable[[bool, int], tf.data.Dataset]
+# `(count, index)`: the index-th of `count` disjoint equal parts of a source; (1, 0) is all of it.
+Shard = tuple[int, int]
+# (shuffle, seed, shard) -> unbatched (image uint8 (H, W, 3), label int32) elements.
+StreamFn = Callable[..., tf.data.Dataset]
+# (shuffle, seed, shard) -> unbatched (encoded image file bytes tf.string, label int32) elements.
+RecordsFn = Callable[..., tf.data.Dataset]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -61,9 +65,18 @@ class ImageSource:
         class_names: Class folder names of a labelled folder, index = label; else None.
         arrays: `(images, labels)` with shapes `(N, H, W, 3)` uint8 and `(N,)` int32 when the
             source is held in memory, else None.
-        stream: When `arrays` is None, a function `(shuffle, seed)` returning the unbatched
-            `(image, label)` dataset, shuffled at file level when asked.
+        stream: When `arrays` is None, a function `(shuffle, seed, shard=(1, 0))` returning
+            the unbatched `(image, label)` dataset of one part of the source (see
+            `shard_elements`), shuffled at file level when asked.
         cache: Whether `make_dataset` may cache the decoded stream in memory.
+        records: For sources read from image files (folders, TFDS), a function
+            `(shuffle, seed, shard=(1, 0))` returning the unbatched `(encoded, label)` dataset
+            of the files' bytes, undecoded, in the same order and parts as `stream`: for views
+            cut from the full-resolution images. None for digits and npz sources.
+        native_size: `(height, width)` of the first image before any resizing, or None when
+            the source's images differ in size and only decoding each one would tell.
+        select: Makes the source of the examples at given indices without decoding the
+            others (see `subset`); None for sources held in `arrays`, which are sliced.
     """
 
     name: str
@@ -75,15 +88,55 @@ class ImageSource:
     arrays: tuple[np.ndarray, np.ndarray] | None = None
     stream: StreamFn | None = None
     cache: bool = False
+    records: RecordsFn | None = None
+    native_size: tuple[int, int] | None = None
+    select: Callable[[np.ndarray], "ImageSource"] | None = None
 
     def __post_init__(self):
         if (self.arrays is None) == (self.stream is None):
             raise ValueError("An ImageSource needs exactly one of `arrays` and `stream`.")
 
+    def subset(self, indices: np.ndarray) -> "ImageSource":
+        """The source of the examples at sorted `indices`, the others never decoded.
+
+        Indices count the source's examples in its unshuffled order (the order of `arrays`,
+        of `stream(False, seed)` and of `records(False, seed)`).
+        """
+        indices = np.asarray(indices, np.int64)
+        if self.select is not None:
+            return self.select(indices)
+        if self.arrays is None:
+            raise ValueError(f"{self.description} cannot be cut to a subset")
+        images, labels = self.arrays
+        return dataclasses.replace(
+            self, arrays=(images[indices], labels[indices]), num_examples=len(indices)
+        )
+
     @property
     def description(self) -> str:
         """The name with its split, as used in messages."""
         return f"{self.name} ({self.split} split)"
+
+
+def shard_elements(dataset: tf.data.Dataset, num_examples: int, shard: Shard) -> tf.data.Dataset:
+    """Part `index` of `count` of a dataset of `num_examples` elements: elements i with
+    i % count == index, the last num_examples % count dropped so that every part has exactly
+    num_examples // count elements (workers in lock step make the same number of steps).
+
+    Raises:
+        DataError: If the shard is not an index in range, or a part would be empty.
+    """
+    count, index = shard
+    if count < 1 or not 0 <= index < count:
+        raise DataError(f"shard {index} of {count} does not exist; pass 0 <= index < count")
+    if count == 1:
+        return dataset
+    if num_examples < count:
+        raise DataError(
+            f"{num_examples} images cannot be split among {count} input pipelines; use fewer "
+            "workers or more images"
+        )
+    return dataset.take(num_examples - num_examples % count).shard(count, index)
 
 
 def splits_by_holdout(spec: str) -> bool:
@@ -399,30 +452,30 @@ def _class_images(
     return found
 
 
-def _os_names(paths: list[str]) -> tf.Tensor:
+def _os_names(paths: list[str]) -> list[bytes]:
     """The paths as the bytes the filesystem holds, for tf.data to open.
 
     `os.listdir` gives a name that is not valid UTF-8 (b"\\xff.png") as a str with surrogate
     escapes ("\\udcff.png"), which TensorFlow refuses to convert ("Error converting unicode
     string"); its bytes open the file like any other.
     """
-    return tf.constant([os.fsencode(path) for path in paths], dtype=tf.string)
+    return [os.fsencode(path) for path in paths]
 
 
-def _decode(path: tf.Tensor) -> tf.Tensor:
+def _decode(encoded: tf.Tensor) -> tf.Tensor:
     # channels=3 turns grayscale and RGBA into RGB; GIFs give their first frame.
-    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
     image.set_shape((None, None, 3))
     return image
 
 
-def _decode_to_size(path: tf.Tensor, size: tuple[int, int]) -> tuple[tf.Tensor, tf.Tensor]:
-    """Decodes an image file and resizes it to `size` if needed.
+def _decode_to_size(encoded: tf.Tensor, size: tuple[int, int]) -> tuple[tf.Tensor, tf.Tensor]:
+    """Decodes an image file's bytes and resizes the image to `size` if needed.
 
     Returns:
         The image uint8 `(*size, 3)` and whether its original size differed from `size`.
     """
-    image = _decode(path)
+    image = _decode(encoded)
     differs = tf.reduce_any(tf.shape(image)[:2] != size)
     image = tf.cond(differs, lambda: _resize(image, size), lambda: image)
     image.set_shape((*size, 3))
@@ -432,14 +485,35 @@ def _decode_to_size(path: tf.Tensor, size: tuple[int, int]) -> tuple[tf.Tensor, 
 def _first_image_size(paths: list[str]) -> tuple[int, int] | None:
     """The size of the first file that decodes, or None when none does."""
     sizes = (
-        tf.data.Dataset.from_tensor_slices(_os_names(paths))
-        .map(lambda path: tf.shape(_decode(path))[:2])
+        tf.data.Dataset.from_tensor_slices(tf.constant(_os_names(paths), tf.string))
+        .map(lambda path: tf.shape(_decode(tf.io.read_file(path)))[:2])
         .ignore_errors()
         .take(1)
     )
     for size in sizes.as_numpy_iterator():
         return int(size[0]), int(size[1])
     return None
+
+
+def _file_records(paths: list[str], labels: np.ndarray) -> RecordsFn:
+    """`records(shuffle, seed, shard)` of image files: their bytes, read only for the shard.
+
+    The file list is sharded before it is shuffled, so each input pipeline opens only its own
+    files, and shuffled with the seed, so every epoch's order is fixed by it.
+    """
+    names = _os_names(paths)
+
+    def records(shuffle: bool, seed: int, shard: Shard = (1, 0)) -> tf.data.Dataset:
+        files = tf.data.Dataset.from_tensor_slices((tf.constant(names, tf.string), labels))
+        files = shard_elements(files, len(names), shard)
+        if shuffle:
+            files = files.shuffle(len(names), seed, reshuffle_each_iteration=True)
+        return files.map(
+            lambda path, label: (tf.io.read_file(path), label),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+
+    return records
 
 
 def _load_folder(
@@ -454,93 +528,138 @@ def _load_folder(
     """A folder of images, decoded into memory when it fits the budget, else streamed."""
     all_paths, all_labels, class_names = _list_images(spec, root)
     indices = _holdout_indices(all_labels, split, holdout, seed, spec)
+    # The whole folder's first image, so that train and test splits agree.
+    native_size = _first_image_size(all_paths)
+    if native_size is None:
+        raise DataError(
+            f"none of the {len(all_paths)} image files in {spec} can be decoded; "
+            "check that they are valid JPEG, PNG, BMP or GIF files"
+        )
+    folder = _Folder(
+        spec=spec,
+        split=split,
+        class_names=class_names,
+        size=(image_size, image_size) if image_size else native_size,
+        native_size=native_size,
+        one_size=not image_size,
+    )
     paths, labels = [all_paths[i] for i in indices], all_labels[indices]
-    num_classes = len(class_names) if class_names else None
-    if image_size:
-        size = (image_size, image_size)
-    else:
-        # The whole folder's first image, so that train and test splits agree.
-        first_size = _first_image_size(all_paths)
-        if first_size is None:
+    if len(paths) * int(np.prod(folder.image_shape)) > memory_budget_bytes:
+        logger.warning(
+            "%s: %d images of %dx%d do not fit the %.1f MiB memory budget, so they are "
+            "streamed from disk; files that cannot be decoded are skipped as they are read.",
+            folder.description,
+            len(paths),
+            *folder.size,
+            memory_budget_bytes / (1 << 20),
+        )
+        return folder.streamed(paths, labels)
+    return folder.in_memory(paths, labels)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Folder:
+    """What every split and subset of one image folder shares, and how each is made."""
+
+    spec: str
+    split: str
+    class_names: tuple[str, ...] | None
+    size: tuple[int, int]
+    native_size: tuple[int, int]
+    one_size: bool  # no --image_size: every image must have the first one's size
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return (*self.size, 3)
+
+    @property
+    def description(self) -> str:
+        return f"{self.spec} ({self.split} split)"
+
+    def _source(self, **fields) -> ImageSource:
+        return ImageSource(
+            name=self.spec,
+            split=self.split,
+            num_classes=len(self.class_names) if self.class_names else None,
+            image_shape=self.image_shape,
+            class_names=self.class_names,
+            native_size=self.native_size,
+            **fields,
+        )
+
+    def streamed(self, paths: list[str], labels: np.ndarray) -> ImageSource:
+        """The files decoded as they are read, each resized to `size`."""
+        records = _file_records(paths, labels)
+
+        def stream(shuffle: bool, seed: int, shard: Shard = (1, 0)) -> tf.data.Dataset:
+            return (
+                records(shuffle, seed, shard)
+                .map(
+                    lambda encoded, label: (_decode_to_size(encoded, self.size)[0], label),
+                    num_parallel_calls=tf.data.AUTOTUNE,
+                )
+                .ignore_errors(log_warning=True)
+            )
+
+        return self._source(
+            num_examples=len(paths),
+            stream=stream,
+            records=records,
+            select=lambda keep: self.streamed([paths[i] for i in keep], labels[keep]),
+        )
+
+    def in_memory(self, paths: list[str], labels: np.ndarray) -> ImageSource:
+        """The files decoded into memory now; those that do not decode are dropped."""
+        images, labels, kept, any_resized = _decode_all(paths, labels, self.size)
+        if any_resized and self.one_size:
             raise DataError(
-                f"none of the {len(all_paths)} image files in {spec} can be decoded; "
+                f"the images in {self.spec} differ in size (the first is {self.size[0]}x"
+                f"{self.size[1]}); pass --image_size to resize them to one size"
+            )
+        skipped = len(paths) - len(images)
+        if skipped:
+            logger.warning(
+                "%s: skipped %d of %d image files that could not be decoded.",
+                self.description,
+                skipped,
+                len(paths),
+            )
+        if not len(images):
+            raise DataError(
+                f"none of the {len(paths)} image files in {self.description} can be decoded; "
                 "check that they are valid JPEG, PNG, BMP or GIF files"
             )
-        size = first_size
-    image_shape = (*size, 3)
-    description = f"{spec} ({split} split)"
-    if len(paths) * int(np.prod(image_shape)) > memory_budget_bytes:
-        logger.warning(
-            "%s: %d images of %dx%d do not fit the %.1f GiB memory budget, so they are "
-            "streamed from disk; files that cannot be decoded are skipped as they are read.",
-            description,
-            len(paths),
-            *size,
-            memory_budget_bytes / (1 << 30),
-        )
+        return self._held(images, labels, [paths[i] for i in kept])
 
-        def stream(shuffle: bool, shuffle_seed: int) -> tf.data.Dataset:
-            files = tf.data.Dataset.from_tensor_slices((_os_names(paths), labels))
-            if shuffle:
-                files = files.shuffle(len(paths), shuffle_seed, reshuffle_each_iteration=True)
-            return files.map(
-                lambda path, label: (_decode_to_size(path, size)[0], label),
-                num_parallel_calls=tf.data.AUTOTUNE,
-            ).ignore_errors(log_warning=True)
-
-        return ImageSource(
-            name=spec,
-            split=split,
-            num_examples=len(paths),
-            num_classes=num_classes,
-            image_shape=image_shape,
-            class_names=class_names,
-            stream=stream,
+    def _held(self, images: np.ndarray, labels: np.ndarray, paths: list[str]) -> ImageSource:
+        """Decoded `images` of the files `paths`, which their records read again."""
+        return self._source(
+            num_examples=len(images),
+            arrays=(images, labels),
+            records=_file_records(paths, labels),
+            select=lambda keep: self._held(images[keep], labels[keep], [paths[i] for i in keep]),
         )
-
-    images, labels, any_resized = _decode_all(paths, labels, size)
-    if any_resized and not image_size:
-        raise DataError(
-            f"the images in {spec} differ in size (the first is {size[0]}x{size[1]}); pass "
-            "--image_size to resize them to one size"
-        )
-    skipped = len(paths) - len(images)
-    if skipped:
-        logger.warning(
-            "%s: skipped %d of %d image files that could not be decoded.",
-            description,
-            skipped,
-            len(paths),
-        )
-    if not len(images):
-        raise DataError(
-            f"none of the {len(paths)} image files in {description} can be decoded; check "
-            "that they are valid JPEG, PNG, BMP or GIF files"
-        )
-    return ImageSource(
-        name=spec,
-        split=split,
-        num_examples=len(images),
-        num_classes=num_classes,
-        image_shape=image_shape,
-        class_names=class_names,
-        arrays=(images, labels),
-    )
 
 
 def _decode_all(
     paths: list[str], labels: np.ndarray, size: tuple[int, int]
-) -> tuple[np.ndarray, np.ndarray, bool]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
     """Decodes files in parallel into memory, dropping those that fail to decode.
 
     Returns:
-        Images `(M, *size, 3)` uint8 and labels `(M,)` int32 of the M decodable files, in
-        file order, and whether any image had to be resized.
+        Images `(M, *size, 3)` uint8, labels `(M,)` int32 and indices into `paths` `(M,)` of
+        the M decodable files, in file order, and whether any image had to be resized.
     """
     decoded = (
-        tf.data.Dataset.from_tensor_slices((_os_names(paths), labels))
+        tf.data.Dataset.from_tensor_slices(
+            (tf.constant(_os_names(paths), tf.string), labels, np.arange(len(paths)))
+        )
         .map(
-            lambda path, label: (*_decode_to_size(path, size), label),
+            lambda path, label, index: (
+                *_decode_to_size(tf.io.read_file(path), size),
+                label,
+                index,
+            ),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
         .ignore_errors()
@@ -548,13 +667,15 @@ def _decode_all(
     )
     images = np.empty((len(paths), *size, 3), np.uint8)
     kept_labels = np.empty(len(paths), np.int32)
+    kept = np.empty(len(paths), np.int64)
     count, any_resized = 0, False
-    for image_batch, resized, label_batch in decoded.as_numpy_iterator():
+    for image_batch, resized, label_batch, index_batch in decoded.as_numpy_iterator():
         images[count : count + len(image_batch)] = image_batch
         kept_labels[count : count + len(image_batch)] = label_batch
+        kept[count : count + len(image_batch)] = index_batch
         count += len(image_batch)
         any_resized |= bool(resized.any())
-    return images[:count], kept_labels[:count], any_resized
+    return images[:count], kept_labels[:count], kept[:count], any_resized
 
 
 def _load_tfds(
@@ -607,17 +728,20 @@ def _load_tfds(
             f"{', '.join(info.splits)}); '+' joins splits, e.g. unlabelled+train"
         ) from error
     image_key, label_key = _tfds_keys(name, info)
-    height, width, channels = info.features[image_key].shape
+    image_feature = info.features[image_key]
+    height, width, channels = image_feature.shape
     if image_size:
         size = (image_size, image_size)
     elif height and width:
         size = (height, width)
     else:
         raise DataError(f"the images of TFDS dataset {name} differ in size; pass --image_size")
-    num_classes = info.features[label_key].num_classes if label_key else None
 
-    def to_example(features: dict) -> tuple[tf.Tensor, tf.Tensor]:
-        image = features[image_key]
+    def label_of(features: dict) -> tf.Tensor:
+        return tf.cast(features[label_key], tf.int32) if label_key else tf.constant(-1)
+
+    def decode(encoded: tf.Tensor) -> tf.Tensor:
+        image = image_feature.decode_example(encoded)
         if channels == 1:
             image = tf.image.grayscale_to_rgb(image)
         elif channels != 3:
@@ -625,24 +749,49 @@ def _load_tfds(
         if (height, width) != size:
             image = _resize(image, size)
         image.set_shape((*size, 3))
-        label = tf.cast(features[label_key], tf.int32) if label_key else tf.constant(-1)
-        return image, label
+        return image
 
-    def stream(shuffle: bool, shuffle_seed: int) -> tf.data.Dataset:
-        # make_dataset caches and shuffles itself; tfds's own auto-cache would double memory.
-        read_config = tfds.ReadConfig(shuffle_seed=shuffle_seed, try_autocache=False)
-        dataset = builder.as_dataset(split=split, shuffle_files=shuffle, read_config=read_config)
-        return dataset.map(to_example, num_parallel_calls=tf.data.AUTOTUNE)
+    def source(keep: np.ndarray | None) -> ImageSource:
+        count = num_examples if keep is None else len(keep)
+        if keep is not None:
+            chosen = np.zeros(num_examples, bool)
+            chosen[keep] = True
 
-    return ImageSource(
-        name=name,
-        split=split,
-        num_examples=num_examples,
-        num_classes=num_classes,
-        image_shape=(*size, 3),
-        stream=stream,
-        cache=num_examples * size[0] * size[1] * 3 <= memory_budget_bytes,
-    )
+        def records(shuffle: bool, seed: int, shard: Shard = (1, 0)) -> tf.data.Dataset:
+            # make_dataset caches and shuffles itself; tfds's auto-cache would double memory.
+            # A subset is read in file order, as its indices count examples in that order.
+            dataset = builder.as_dataset(
+                split=split,
+                shuffle_files=shuffle and keep is None,
+                read_config=tfds.ReadConfig(shuffle_seed=seed, try_autocache=False),
+                decoders={image_key: tfds.decode.SkipDecoding()},
+            ).map(lambda features: (features[image_key], label_of(features)))
+            if keep is not None:
+                dataset = dataset.enumerate().filter(lambda i, _: tf.gather(chosen, i))
+                dataset = dataset.map(lambda _, record: record)
+            # Every pipeline reads the records in the same (seeded) order and decodes its share.
+            return shard_elements(dataset, count, shard)
+
+        def stream(shuffle: bool, seed: int, shard: Shard = (1, 0)) -> tf.data.Dataset:
+            return records(shuffle, seed, shard).map(
+                lambda encoded, label: (decode(encoded), label),
+                num_parallel_calls=tf.data.AUTOTUNE,
+            )
+
+        return ImageSource(
+            name=name,
+            split=split,
+            num_examples=count,
+            num_classes=info.features[label_key].num_classes if label_key else None,
+            image_shape=(*size, 3),
+            stream=stream,
+            cache=count * size[0] * size[1] * 3 <= memory_budget_bytes,
+            records=records,
+            native_size=(height, width) if height and width else None,
+            select=lambda indices: source(indices if keep is None else keep[indices]),
+        )
+
+    return source(None)
 
 
 def _tfds_keys(name: str, info: "tfds.core.DatasetInfo") -> tuple[str, str | None]:
