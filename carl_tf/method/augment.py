@@ -291,6 +291,10 @@ class SimCLRAugment(keras.layers.Layer):
     Call args:
         images: `(B, H, W, 3)` images, float or uint8, values in `[0, 255]`, any H and W.
         training: If False, only resizes to `image_size` (bilinear, deterministic).
+        crop: If False, `images` are crops already cut and resized to `image_size` (as
+            `carl_tf.training.views` cuts them from full-resolution images), and only the flip,
+            colour jitter, grayscale and blur are applied: the crop window is the whole image,
+            which samples every pixel at its own centre, so the resample is the identity.
 
     Returns:
         `(B, S, S, 3)` float32 views with values in `[0, 255]`.
@@ -347,7 +351,7 @@ class SimCLRAugment(keras.layers.Layer):
         replica = 0 if context is None else context.replica_id_in_sync_group
         return tf.random.experimental.stateless_fold_in(seed, replica)
 
-    def call(self, images: tf.Tensor, training: bool = True) -> tf.Tensor:
+    def call(self, images: tf.Tensor, training: bool = True, crop: bool = True) -> tf.Tensor:
         images = tf.cast(images, tf.float32)
         if not training:
             return tf.image.resize(images, (self.image_size, self.image_size))
@@ -355,9 +359,13 @@ class SimCLRAugment(keras.layers.Layer):
         shape = tf.shape(images)
         batch_size = shape[0]
         crop_seed, draw_seed = tf.unstack(tf.random.experimental.stateless_split(self._next_seed()))
-        boxes = sample_crop_boxes(
-            batch_size, shape[1], shape[2], self.crop_scale, self.crop_ratio, crop_seed
-        )
+        if crop:
+            boxes = sample_crop_boxes(
+                batch_size, shape[1], shape[2], self.crop_scale, self.crop_ratio, crop_seed
+            )
+        else:
+            whole = tf.cast(tf.stack([0, 0, shape[1], shape[2]]), tf.float32)
+            boxes = tf.tile(whole[None, :], tf.stack([batch_size, 1]))
         # One uniform draw per image and per random choice, each of shape (B,).
         flip, jitter, brightness, contrast, saturation, hue, gray, blur, sigma = tf.unstack(
             tf.random.stateless_uniform((9, batch_size), draw_seed)
