@@ -1,4 +1,4 @@
-"""The batches `CARL.fit` accepts, turned into images or a pair of views.
+"""The batches `CARL.fit` accepts, turned into images, a pair of views, or pairs of crops.
 
 Keras users pass batches in several forms; each is accepted here, in one place:
 
@@ -6,10 +6,14 @@ Keras users pass batches in several forms; each is accepted here, in one place:
 * single-channel images `(N, H, W, 1)`, repeated to RGB;
 * `(images,)` or `(images, labels)` (labels ignored), as `fit(x, y)` and `tf.data` give them;
 * `(view_a, view_b)`, two views the caller made, used as they are;
-* a dict with an `image` or `images` key (TFDS's default elements; other keys ignored).
+* a dict with an `image` or `images` key (TFDS's default elements; other keys ignored);
+* a dict with a `crops` key `(N, 2, S, S, 3)`: two random resized crops per image, cut and
+  resized by the input pipeline (`carl_tf.training.views.crop_pairs`); the model applies the
+  rest of each view (flip, colour, blur) on device. Other keys (`boxes`, `label`) are ignored.
 """
 
 import logging
+from typing import Any, NamedTuple
 
 import numpy as np
 from keras import ops
@@ -17,38 +21,75 @@ from keras import ops
 logger = logging.getLogger(__name__)
 
 IMAGE_KEYS = ("image", "images")
+CROPS_KEY = "crops"
 ACCEPTED = (
     "images (N, H, W, 3) or (N, H, W, 1), (images, labels), (view_a, view_b), or a dict "
-    "with an 'image' key"
+    "with an 'image' key or a 'crops' key (N, 2, S, S, 3)"
 )
 # Most pixels of a [0, 255] image batch lie above this; all of a [0, 1] one lie below.
 _UNIT_RANGE_MAX = 1.0
 
 
-def split_batch(data):
-    """The images of a batch, or its two caller-made views.
+class Batch(NamedTuple):
+    """A batch of `fit` in the form the model makes its two views from; one field is set.
+
+    Attributes:
+        images: `(N, H, W, 3)` raw images; both views are made from each on device.
+        views: `(view_a, view_b)`, each `(N, H, W, 3)`, made by the caller and used as they are.
+        crops: `(N, 2, S, S, 3)`, the two crops of each image, cut by the input pipeline.
+    """
+
+    images: Any = None
+    views: tuple[Any, Any] | None = None
+    crops: Any = None
+
+    @property
+    def first_images(self):
+        """`(N, H, W, 3)`: the images, the first views or the first crops of the batch.
+
+        What `predict` encodes and what the [0, 1] range check reads.
+        """
+        if self.views is not None:
+            return self.views[0]
+        if self.crops is not None:
+            return self.crops[:, 0]
+        return self.images
+
+
+def split_batch(data) -> Batch:
+    """The images of a batch, its two caller-made views, or its crop pairs.
 
     Returns:
-        `(images, None)` for images the model makes views of, or `(view_a, view_b)`.
+        A `Batch` with exactly one of `images`, `views` and `crops` set.
 
     Raises:
         ValueError: For a batch of another form, naming the accepted ones.
     """
     if isinstance(data, dict):
+        if CROPS_KEY in data:
+            return Batch(crops=as_crop_pairs(data[CROPS_KEY]))
         key = next((k for k in IMAGE_KEYS if k in data), None)
         if key is None:
             raise ValueError(
-                f"a dict batch needs an 'image' key, got keys {sorted(data)}; "
+                f"a dict batch needs a 'crops' or an 'image' key, got keys {sorted(data)}; "
                 f"CARL.fit takes {ACCEPTED}"
             )
-        return as_rgb(data[key]), None
+        return Batch(images=as_rgb(data[key]))
     if isinstance(data, (tuple, list)):
         if len(data) == 1 or (len(data) >= 2 and len(data[1].shape) != 4):
             return split_batch(data[0])  # (images,) or (images, labels[, weights])
         if len(data) == 2:
-            return as_rgb(data[0]), as_rgb(data[1])
+            return Batch(views=(as_rgb(data[0]), as_rgb(data[1])))
         raise ValueError(f"a batch of {len(data)} tensors of images; CARL.fit takes {ACCEPTED}")
-    return as_rgb(data), None
+    return Batch(images=as_rgb(data))
+
+
+def as_crop_pairs(crops):
+    """`crops` checked to be two RGB crops per image, `(N, 2, S, S, 3)`."""
+    shape = tuple(crops.shape)
+    if len(shape) != 5 or shape[1] != 2 or shape[-1] != 3:
+        raise ValueError(f"got crops of shape {shape}; CARL.fit takes {ACCEPTED}")
+    return crops
 
 
 def as_rgb(images):

@@ -25,8 +25,11 @@ class CARL(MultiWorkerFit, keras.Model):
     """Consistent Assignment for Representation Learning, trained with `fit`.
 
     `fit` takes batches of raw images in [0, 255] (optionally `(images, labels)`, labels ignored),
-    from which two views are made on device by `augmenter`, or pairs `(view_a, view_b)` of views
-    made by the caller. `predict(images)` returns the (N, K) prototype assignment probabilities;
+    from which two views are made on device by `augmenter`; pairs `(view_a, view_b)` of views
+    made by the caller; or dicts `{"crops": (N, 2, S, S, 3)}` of two random resized crops per
+    image cut by the input pipeline (`carl_tf.training.views.crop_pairs`), of which `augmenter`
+    makes the views without cropping again (`crop=False`). `carl_tf.method.inputs` lists every
+    accepted form. `predict(images)` returns the (N, K) prototype assignment probabilities;
     `model.backbone` is the encoder whose features are used downstream.
 
     Args:
@@ -35,7 +38,8 @@ class CARL(MultiWorkerFit, keras.Model):
         projection_hidden_units: hidden widths of the projection head (Appendix A: two layers).
         projection_dim: size of the representation z (128 in the paper).
         augmenter: layer making one random view per call; defaults to the SimCLR views at the
-            backbone's input size.
+            backbone's input size. For crop-pair batches it is called with `crop=False`, which
+            `SimCLRAugment` takes.
         kl_weight: initial lambda_e of eq. 7; `carl_tf.KLWeightSchedule` updates it every epoch.
         symmetric: also use the second view as anchor (averaging both directions); the paper's
             one-sided form is the default.
@@ -128,8 +132,7 @@ class CARL(MultiWorkerFit, keras.Model):
         return self._update_trackers(figures)
 
     def predict_step(self, data):
-        images, _ = split_batch(data)
-        return self.assign(images, training=False)
+        return self.assign(split_batch(data).first_images, training=False)
 
     def fit(self, x=None, y=None, **kwargs):
         """`keras.Model.fit`, warning once when the images look scaled to [0, 1]."""
@@ -141,11 +144,16 @@ class CARL(MultiWorkerFit, keras.Model):
         return super().fit(x, y, **kwargs)
 
     def _views(self, data):
-        """Two views per image: made on device from raw images, or the caller's `(a, b)` pair."""
-        images, second_view = split_batch(data)
-        if second_view is not None:
-            return images, second_view
-        return self.augmenter(images, training=True), self.augmenter(images, training=True)
+        """Two views per image: the caller's `(a, b)` pair, or made on device from raw images or
+        from the input pipeline's two crops of each image."""
+        batch = split_batch(data)
+        if batch.views is not None:
+            return batch.views
+        if batch.crops is not None:
+            return tuple(
+                self.augmenter(batch.crops[:, i], training=True, crop=False) for i in range(2)
+            )
+        return tuple(self.augmenter(batch.images, training=True) for _ in range(2))
 
     def _objective(self, view_a, view_b, training):
         """Eq. 7 on the global batch: consistency (eq. 4) + lambda_e * KL to uniform (eqs. 5-6)."""
@@ -256,7 +264,7 @@ def _first_images(x, count: int = 256):
             x = next(iter(x.take(1)))
         elif isinstance(x, keras.utils.PyDataset):
             x = x[0]
-        images, _ = split_batch(x)
+        images = split_batch(x).first_images
     except (ValueError, TypeError, IndexError, StopIteration):
         return None  # the train step raises for forms it cannot take
     return ops.convert_to_numpy(images[:count])
