@@ -1,0 +1,236 @@
+"""Training batches of a source, with random resized crops cut from full-resolution images.
+
+SimCLR's random resized crop takes 8-100% of an image's area. Cut on device from images the
+pipeline already resized to `image_size`, a crop of 8% of a 500x375 photo at 224 px is ~63x63
+pixels of the 224x224 thumbnail upsampled, where the photo itself has ~140x100 pixels there.
+For sources whose images are larger than `image_size`, `crop_pairs` therefore cuts each view's
+crop from the decoded full-resolution image in the input pipeline (for JPEGs only the window
+is decoded) and resizes it once to `image_size` (bilinear, antialiased); the flip, colour
+jitter, grayscale and blur stay on device (`SimCLRAugment(..., crop=False)` inside
+`CARL.train_step`). Both paths draw their windows with the same function,
+`carl_tf.method.augment.sample_crop_boxes`. `training_batches` picks the path per source.
+"""
+
+import logging
+
+import numpy as np
+import tensorflow as tf
+
+from carl_tf import data
+from carl_tf.data.decoding import decode_windows
+from carl_tf.errors import DataError
+from carl_tf.method.augment import sample_crop_boxes
+
+logger = logging.getLogger(__name__)
+
+# The crops of each image: the two views of CARL's objective.
+VIEWS = 2
+# Crop pairs are shuffled through a buffer of at most this many bytes.
+_SHUFFLE_BYTES = 1 << 30
+
+
+def uses_full_resolution(source: data.ImageSource, image_size: int) -> bool:
+    """Whether views of `source` are cut from its full-resolution images by `crop_pairs`.
+
+    True for sources read from image files (`source.records` is not None) whose first image is
+    larger than `image_size` on either side, or whose images vary in size
+    (`source.native_size` is None). Sources held decoded in memory (digits, npz) keep the
+    on-device crop from the images as loaded.
+
+    Args:
+        source: The training source.
+        image_size: Side S of the model's input.
+    """
+    if source.records is None:
+        return False
+    return source.native_size is None or max(source.native_size) > image_size
+
+
+def crop_views(
+    encoded: tf.Tensor,
+    seed: tf.Tensor,
+    *,
+    image_size: int,
+    crop_scale: tuple[float, float],
+    crop_ratio: tuple[float, float],
+) -> dict[str, tf.Tensor]:
+    """Cuts an image's two random resized crops from its full-resolution pixels.
+
+    The windows are `sample_crop_boxes(2, height, width, crop_scale, crop_ratio, seed)`, the
+    distribution `SimCLRAugment` draws on device; each is decoded (for a JPEG only the window,
+    see `carl_tf.data.decoding`) and resized once to `image_size x image_size`, bilinear with
+    antialiasing, so a window larger than the output is averaged rather than subsampled.
+
+    Args:
+        encoded: Scalar `tf.string`, the bytes of a JPEG, PNG, BMP or GIF file.
+        seed: Stateless seed of shape `(2,)`, int32 or int64.
+        image_size: Output side S.
+        crop_scale: Range of the crop area as a fraction of the image's area.
+        crop_ratio: Range of the crop aspect ratio, width / height.
+
+    Returns:
+        A dict of `crops` uint8 `(2, S, S, 3)` and `boxes` int32 `(2, 4)`, the windows
+        `(top, left, height, width)` in the full-resolution image.
+    """
+
+    def boxes_for_size(size: tf.Tensor) -> tf.Tensor:
+        return sample_crop_boxes(VIEWS, size[0], size[1], crop_scale, crop_ratio, seed)
+
+    boxes, windows = decode_windows(encoded, boxes_for_size)
+    crops = [
+        tf.image.resize(tf.cast(w, tf.float32), (image_size, image_size), antialias=True)
+        for w in windows
+    ]
+    crops = tf.cast(tf.clip_by_value(tf.round(tf.stack(crops)), 0.0, 255.0), tf.uint8)
+    crops.set_shape((VIEWS, image_size, image_size, 3))
+    return {"crops": crops, "boxes": boxes}
+
+
+def crop_pairs(
+    source: data.ImageSource,
+    *,
+    image_size: int,
+    crop_scale: tuple[float, float],
+    crop_ratio: tuple[float, float],
+    batch_size: int,
+    shuffle: bool,
+    drop_remainder: bool,
+    seed: int,
+    shard: tuple[int, int] = (1, 0),
+) -> tf.data.Dataset:
+    """Batches of two random resized crops per image, cut from the full-resolution images.
+
+    Every image gets its own stateless seed per epoch, so its crops differ between epochs and
+    between the parts of a sharded source, and two datasets made with the same `seed` give the
+    same batches. Files that cannot be decoded are skipped with a warning, as a streamed
+    source skips them.
+
+    Args:
+        source: A source read from image files (`source.records` is not None).
+        image_size: Side S of the crops.
+        crop_scale: Range of the crop area as a fraction of the image's area.
+        crop_ratio: Range of the crop aspect ratio, width / height.
+        batch_size: Images per batch B.
+        shuffle: Whether to reshuffle every epoch: the files, then through a buffer of crop
+            pairs of at most 1 GiB.
+        drop_remainder: Whether to drop the last incomplete batch (training).
+        seed: Seed of the file order, the buffer and the crop windows.
+        shard: `(count, index)`: read only the index-th of `count` disjoint parts of the source.
+
+    Returns:
+        A dataset of dicts: `crops` uint8 `(B, 2, S, S, 3)`, `boxes` int32 `(B, 2, 4)` (each
+        crop's window `(top, left, height, width)` in its full-resolution image) and `label`
+        int32 `(B,)` (-1 where unlabelled), the form `CARL.fit` takes as crop pairs.
+
+    Raises:
+        DataError: If the source has no image files to read, `image_size` or `batch_size` is
+            not positive, or `drop_remainder` would leave no batch.
+    """
+    if source.records is None:
+        raise DataError(
+            f"{source.description} is held decoded in memory, so its views are cut on device; "
+            "use carl_tf.data.make_dataset"
+        )
+    if image_size < 1:
+        raise DataError(f"image size must be positive, got {image_size}; fix --image_size")
+    if batch_size < 1:
+        raise DataError(f"batch size must be positive, got {batch_size}; fix --batch_size")
+    count = source.num_examples // shard[0]
+    if drop_remainder and batch_size > count:
+        part = "" if shard[0] == 1 else f" of each of {shard[0]} parts"
+        raise DataError(
+            f"batch size {batch_size} is larger than the {count} images{part} of "
+            f"{source.description}; lower --batch_size"
+        )
+    box_seed, buffer_seed = (int(s) for s in np.random.SeedSequence(seed).generate_state(2))
+    # One int64 per image, a new sequence every epoch; the shard index makes the seed pairs of
+    # the parts of a sharded source differ.
+    seeds = tf.data.Dataset.random(seed=box_seed, rerandomize_each_iteration=True).map(
+        lambda r: tf.stack([r, tf.constant(shard[1], tf.int64)])
+    )
+
+    def cut(record: tuple[tf.Tensor, tf.Tensor], image_seed: tf.Tensor) -> dict[str, tf.Tensor]:
+        encoded, label = record
+        views = crop_views(
+            encoded,
+            image_seed,
+            image_size=image_size,
+            crop_scale=crop_scale,
+            crop_ratio=crop_ratio,
+        )
+        return {**views, "label": tf.cast(label, tf.int32)}
+
+    dataset = tf.data.Dataset.zip(source.records(shuffle, seed, shard), seeds)
+    dataset = dataset.map(cut, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    dataset = dataset.ignore_errors(log_warning=True)
+    if shuffle:
+        pair_bytes = VIEWS * image_size * image_size * 3
+        buffer_size = min(max(1, count), max(1, _SHUFFLE_BYTES // pair_bytes))
+        dataset = dataset.shuffle(buffer_size, seed=buffer_seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(
+        batch_size, drop_remainder=drop_remainder, num_parallel_calls=tf.data.AUTOTUNE
+    )
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def training_batches(
+    source: data.ImageSource,
+    *,
+    image_size: int,
+    crop_scale: tuple[float, float],
+    crop_ratio: tuple[float, float],
+    batch_size: int,
+    seed: int,
+    shard: tuple[int, int] = (1, 0),
+) -> tf.data.Dataset:
+    """Shuffled training batches of a source, in the form its views are best made from.
+
+    Crop pairs from `crop_pairs` when `uses_full_resolution(source, image_size)`, else the
+    images as loaded from `carl_tf.data.make_dataset`, cropped on device. Logs which, and why.
+
+    Args:
+        source: The training source.
+        image_size: Side S of the model's input.
+        crop_scale: Range of the crop area as a fraction of the image's area.
+        crop_ratio: Range of the crop aspect ratio, width / height.
+        batch_size: Images per batch.
+        seed: Seed of the shuffle and, for crop pairs, of the crop windows.
+        shard: `(count, index)`: read only the index-th of `count` disjoint parts of the source.
+
+    Returns:
+        A dataset of crop-pair dicts (see `crop_pairs`) or of `(images, labels)` batches, one
+        incomplete batch dropped.
+    """
+    if uses_full_resolution(source, image_size):
+        reason = (
+            "image sizes vary"
+            if source.native_size is None
+            else "first image {}x{} > {}".format(*source.native_size, image_size)
+        )
+        logger.info("%s: views cut from full-resolution images (%s)", source.description, reason)
+        return crop_pairs(
+            source,
+            image_size=image_size,
+            crop_scale=crop_scale,
+            crop_ratio=crop_ratio,
+            batch_size=batch_size,
+            shuffle=True,
+            drop_remainder=True,
+            seed=seed,
+            shard=shard,
+        )
+    height, width, _ = source.image_shape
+    if source.records is None:
+        reason = "the source is held decoded in memory"
+    else:
+        reason = "first image {}x{}, not larger than {}".format(*source.native_size, image_size)
+    logger.info(
+        "%s: views cut on device from the %dx%d images as loaded (%s)",
+        source.description,
+        height,
+        width,
+        reason,
+    )
+    return data.make_dataset(
+        source, batch_size=batch_size, shuffle=True, drop_remainder=True, seed=seed, shard=shard
+    )
