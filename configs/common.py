@@ -20,6 +20,9 @@ def paper_recipe() -> ml_collections.ConfigDict:
     c.train_subset = 0  # >0: pretrain on a fixed subset of this many images
     c.split_seed = 0  # fixes the holdout and the subset, whatever `seed` a run uses
     c.image_size = 32
+    # Sources whose decoded images fit this many MiB are held in memory; larger ones are
+    # streamed from disk, and the kNN monitor then reads its bank and queries batch by batch.
+    c.memory_budget_mb = 4096.0
 
     # Encoder f = backbone + BYOL-style projection head (Appendix A), assigner with K prototypes.
     c.backbone = "resnet18"
@@ -52,6 +55,9 @@ def paper_recipe() -> ml_collections.ConfigDict:
 
     # Monitors.
     c.knn_every = 10  # epochs; 0 turns the online kNN monitor off
+    # >0: the monitor's bank is a fixed subset of this many labelled images (split_seed), which
+    # bounds its time and its features' memory on large datasets; 0: the whole bank split.
+    c.knn_bank_size = 0
     c.knn_k = 200
     c.knn_temperature = 0.1
     # Collapse: fewer than this fraction of min(K, batch) prototypes in use per batch warns;
@@ -62,8 +68,9 @@ def paper_recipe() -> ml_collections.ConfigDict:
     # Runtime.
     c.seed = 0
     c.strategy = "auto"
-    # auto: mixed_bfloat16 on TPUs and on CPUs that compute bfloat16 natively (1.6x float32 on
-    # this project's CPU, docs/benchmarks.md), float32 elsewhere (carl_tf.precision).
+    # auto: mixed_bfloat16 on TPUs, on GPUs of compute capability 8.0 and up and on CPUs that
+    # compute bfloat16 natively; mixed_float16 on GPUs of 7.x; float32 elsewhere
+    # (carl_tf.run.precision, docs/distributed.md).
     c.precision = "auto"
     c.jit_compile = False
     return c

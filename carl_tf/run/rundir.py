@@ -292,9 +292,23 @@ class RunDirectory:
         write_atomically(self.metrics_path, text.getvalue())
 
 
+# Fields a run may change when it resumes: what the machine has, not what the run does.
+NOT_COMPARED = ("memory_budget_mb",)
+
+
 def _changed_fields(previous: dict, config: dict, extensions: list[dict]) -> list[str]:
-    """Fields whose values differ; a restart extension's kept lambda decay does not count."""
-    changed = sorted(k for k in set(previous) | set(config) if previous.get(k) != config.get(k))
+    """Fields whose values differ; a restart extension's kept lambda decay does not count.
+
+    Neither does a field of `NOT_COMPARED`, nor one that the run's record lacks (added to
+    carl_tf after the run began) and that `config` leaves off (0, false or empty).
+    """
+    changed = sorted(
+        k
+        for k in set(previous) | set(config)
+        if k not in NOT_COMPARED
+        and previous.get(k) != config.get(k)
+        and (k in previous or config.get(k))
+    )
     last = extensions[-1] if extensions else None
     if last and last["schedules"] == "restart" and last["to_epochs"] == config.get("epochs"):
         changed = [k for k in changed if k != "kl_decay_epochs"]

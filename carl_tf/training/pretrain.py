@@ -228,29 +228,42 @@ def build_model(config, steps_per_epoch: int, cycle_start_epoch: int = 0) -> CAR
 
 
 def load_training_source(config) -> data.ImageSource:
-    """The pretraining images, cut to a fixed seeded subset when `train_subset` asks."""
-    source = data.load_source(
+    """The pretraining images, cut to a fixed seeded subset when `train_subset` asks.
+
+    The subset is chosen by index, so a streamed source never decodes the images it drops.
+    """
+    source = _load(config, config.train_split, download=config.download)
+    if not config.train_subset or config.train_subset >= source.num_examples:
+        return source
+    return source.subset(_seeded_subset(source.num_examples, config.train_subset, config))
+
+
+def _load(config, split: str, download: bool = False) -> data.ImageSource:
+    return data.load_source(
         config.dataset,
-        split=config.train_split,
+        split=split,
         data_dir=config.data_dir or None,
         image_size=config.image_size,
         holdout=config.holdout,
         seed=config.split_seed,
-        download=config.download,
+        download=download,
+        memory_budget_bytes=int(config.memory_budget_mb * (1 << 20)),
     )
-    if not config.train_subset or config.train_subset >= source.num_examples:
-        return source
-    images, labels = data.source_arrays(source)
-    keep = np.sort(
-        np.random.default_rng(config.split_seed).permutation(len(images))[: config.train_subset]
-    )
-    return dataclasses.replace(
-        source, arrays=(images[keep], labels[keep]), stream=None, num_examples=len(keep)
-    )
+
+
+def _seeded_subset(num_examples: int, size: int, config) -> np.ndarray:
+    """Sorted indices of a subset of `size` examples, fixed by `split_seed`."""
+    rng = np.random.default_rng(config.split_seed)
+    return np.sort(rng.permutation(num_examples)[:size])
 
 
 def load_knn_sets(config):
-    """Labelled (bank, queries) arrays for the kNN monitor, or None with the reason logged."""
+    """The kNN monitor's labelled (bank, queries), or None with the reason logged.
+
+    A source held in memory gives its arrays; a streamed one (larger than
+    `memory_budget_mb`) a dataset the monitor reads batch by batch, holding only features.
+    `knn_bank_size` cuts the bank to a fixed seeded subset.
+    """
     if not config.knn_every:
         return None
     if data.splits_by_holdout(config.dataset) and not config.holdout:
@@ -258,18 +271,24 @@ def load_knn_sets(config):
         return None
     sets = []
     for split in (config.knn_train_split, config.knn_test_split):
-        source = data.load_source(
-            config.dataset,
-            split=split,
-            data_dir=config.data_dir or None,
-            image_size=config.image_size,
-            holdout=config.holdout,
-            seed=config.split_seed,
-        )
+        source = _load(config, split)
         if source.num_classes is None:
             logger.info("kNN monitor skipped: %s has no labels", source.description)
             return None
-        sets.append(data.labelled_arrays(source))
+        if split == config.knn_train_split and 0 < config.knn_bank_size < source.num_examples:
+            logger.info(
+                "kNN bank: %d of the %d images of %s, fixed by split_seed %d (knn_bank_size)",
+                config.knn_bank_size,
+                source.num_examples,
+                source.description,
+                config.split_seed,
+            )
+            source = source.subset(
+                _seeded_subset(source.num_examples, config.knn_bank_size, config)
+            )
+        sets.append(
+            data.labelled_arrays(source) if source.arrays else data.labelled_batches(source)
+        )
     return tuple(sets)
 
 
