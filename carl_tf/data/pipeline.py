@@ -10,8 +10,6 @@ import tensorflow as tf
 from carl_tf.data.sources import ImageSource, Shard, shard_elements
 from carl_tf.errors import DataError
 
-# A streamed source is shuffled through a buffer of at most this many bytes.
-_STREAM_SHUFFLE_BYTES = 1 << 30
 # Images per batch when a whole source is read into memory.
 _CHUNK = 512
 
@@ -32,7 +30,8 @@ def make_dataset(
         source: The source to read.
         batch_size: Images per batch.
         shuffle: Whether to reshuffle every epoch; in-memory and cached sources are shuffled
-            through a buffer covering all of them, streamed ones by file and a bounded buffer.
+            through a buffer covering all of them, streamed ones by file and through a buffer
+            of at most `source.memory_budget_bytes` of images.
         drop_remainder: Whether to drop the last incomplete batch (training).
         seed: Shuffle seed.
         repeat: Whether to repeat forever.
@@ -68,7 +67,8 @@ def make_dataset(
             buffer_size = max(1, count)
         else:
             image_bytes = int(np.prod(source.image_shape))
-            buffer_size = min(max(1, count), max(1, _STREAM_SHUFFLE_BYTES // image_bytes))
+            # The memory budget bounds the decoded images a streamed source holds at once.
+            buffer_size = min(max(1, count), max(1, source.memory_budget_bytes // image_bytes))
     if shuffle:
         dataset = dataset.shuffle(buffer_size, seed=seed, reshuffle_each_iteration=True)
     if repeat:
@@ -95,7 +95,7 @@ def source_arrays(source: ImageSource) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(images), np.concatenate(labels)
 
 
-def labelled_batches(source: ImageSource, batch_size: int = _CHUNK) -> tf.data.Dataset:
+def labelled_batches(source: ImageSource, batch_size: int = 256) -> tf.data.Dataset:
     """The source's labelled images as `(images, labels)` batches, in order, read as needed.
 
     Unlabelled (-1) images are dropped; at most one batch is decoded at a time, so any source

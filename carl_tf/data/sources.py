@@ -77,6 +77,8 @@ class ImageSource:
             the source's images differ in size and only decoding each one would tell.
         select: Makes the source of the examples at given indices without decoding the
             others (see `subset`); None for sources held in `arrays`, which are sliced.
+        memory_budget_bytes: The budget the source was loaded under; a streamed source's
+            shuffle buffer holds at most this many bytes of decoded images.
     """
 
     name: str
@@ -91,6 +93,7 @@ class ImageSource:
     records: RecordsFn | None = None
     native_size: tuple[int, int] | None = None
     select: Callable[[np.ndarray], "ImageSource"] | None = None
+    memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET_BYTES
 
     def __post_init__(self):
         if (self.arrays is None) == (self.stream is None):
@@ -542,6 +545,7 @@ def _load_folder(
         size=(image_size, image_size) if image_size else native_size,
         native_size=native_size,
         one_size=not image_size,
+        memory_budget_bytes=memory_budget_bytes,
     )
     paths, labels = [all_paths[i] for i in indices], all_labels[indices]
     if len(paths) * int(np.prod(folder.image_shape)) > memory_budget_bytes:
@@ -567,6 +571,7 @@ class _Folder:
     size: tuple[int, int]
     native_size: tuple[int, int]
     one_size: bool  # no --image_size: every image must have the first one's size
+    memory_budget_bytes: int
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -584,6 +589,7 @@ class _Folder:
             image_shape=self.image_shape,
             class_names=self.class_names,
             native_size=self.native_size,
+            memory_budget_bytes=self.memory_budget_bytes,
             **fields,
         )
 
@@ -788,6 +794,7 @@ def _load_tfds(
             cache=count * size[0] * size[1] * 3 <= memory_budget_bytes,
             records=records,
             native_size=(height, width) if height and width else None,
+            memory_budget_bytes=memory_budget_bytes,
             select=lambda indices: source(indices if keep is None else keep[indices]),
         )
 

@@ -1,0 +1,131 @@
+"""Runs on data larger than the memory budget: the kNN monitor streams its bank and queries, a
+training subset decodes only what it keeps, and peak memory does not grow with the dataset."""
+
+import logging
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from carl_tf import data
+from carl_tf.configs import digits
+from carl_tf.evaluation.monitor import KNNMonitor
+from carl_tf.method.backbones import build_backbone
+from carl_tf.training import pretrain
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SIZE = 16
+
+
+def write_folder(root, count: int, classes: int = 4, size: int = SIZE) -> None:
+    """`count` PNGs of class-dependent colour plus noise, in `classes` class folders."""
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        label = i % classes
+        directory = root / f"class_{label}"
+        directory.mkdir(parents=True, exist_ok=True)
+        image = rng.normal(60 * label, 30, (size, size, 3)).clip(0, 255).astype(np.uint8)
+        (directory / f"{i:05d}.png").write_bytes(tf.io.encode_png(image).numpy())
+
+
+def folder_config(root, **fields):
+    config = digits.get_config("smoke")
+    config.dataset = f"folder:{root}"
+    config.image_size = SIZE
+    config.holdout = 0.25
+    config.update(fields)
+    return config
+
+
+class FakeCARL:
+    def __init__(self, backbone):
+        self.backbone = backbone
+
+
+def test_the_monitor_streams_a_split_over_the_budget_and_measures_the_same(tmp_path):
+    write_folder(tmp_path, 80)
+    # 60 + 20 images of 16x16x3 = 46 KB; a budget of 0.01 MiB (10 KB) streams both splits.
+    streamed_sets = pretrain.load_knn_sets(folder_config(tmp_path, memory_budget_mb=0.01))
+    held_sets = pretrain.load_knn_sets(folder_config(tmp_path))
+    assert all(isinstance(s, tf.data.Dataset) for s in streamed_sets)
+    assert all(isinstance(s, tuple) for s in held_sets)
+    backbone = build_backbone("resnet18", width=4, image_size=SIZE)
+    figures = []
+    for bank, queries in (streamed_sets, held_sets):
+        monitor = KNNMonitor(bank, queries, k=5)
+        monitor.set_model(FakeCARL(backbone))
+        figures.append(monitor.measure())
+    assert figures[0] == pytest.approx(figures[1], abs=1e-6)
+    assert figures[0] > 50  # the colour tells the class apart even without training
+
+
+def test_knn_bank_size_is_a_fixed_seeded_subset_and_logged(tmp_path, caplog):
+    write_folder(tmp_path, 80)
+    config = folder_config(tmp_path, memory_budget_mb=0.01, knn_bank_size=24)
+    with caplog.at_level(logging.INFO, logger="carl_tf.training.pretrain"):
+        bank, queries = pretrain.load_knn_sets(config)
+    assert "kNN bank: 24 of the 60 images" in caplog.text
+    bank_labels = np.concatenate([y for _, y in bank.as_numpy_iterator()])
+    again = np.concatenate([y for _, y in pretrain.load_knn_sets(config)[0].as_numpy_iterator()])
+    assert len(bank_labels) == 24 and np.array_equal(bank_labels, again)
+    assert sum(len(y) for _, y in queries.as_numpy_iterator()) == 20  # queries stay whole
+
+
+def test_train_subset_of_a_streamed_folder_keeps_the_in_memory_choice(tmp_path):
+    write_folder(tmp_path, 40)
+    config = folder_config(tmp_path, holdout=0.0, train_subset=10)
+    held = pretrain.load_training_source(config)
+    config.memory_budget_mb = 0.001
+    streamed = pretrain.load_training_source(config)
+    assert held.arrays is not None and streamed.arrays is None
+    assert streamed.num_examples == held.num_examples == 10
+    images, labels = data.source_arrays(streamed)
+    np.testing.assert_array_equal(images, held.arrays[0])
+    np.testing.assert_array_equal(labels, held.arrays[1])
+
+
+def test_a_run_streams_everything_and_trains_with_the_monitor(tmp_path):
+    write_folder(tmp_path / "images", 160)
+    config = folder_config(tmp_path / "images", memory_budget_mb=0.01, epochs=1, batch_size=32)
+    result = pretrain.pretrain(config, str(tmp_path / "run"))
+    assert result.trained and result.knn_untrained is not None and result.knn_final is not None
+
+
+def test_peak_memory_stays_flat_when_the_streamed_folder_grows(tmp_path):
+    """Decoded, the larger folder is 48 MB more; streamed, the run's peak grows far less."""
+
+    def peak_mb(files: int, budget_mb: float) -> float:
+        result = subprocess.run(
+            [
+                sys.executable,
+                os.path.join("benchmarks", "bounded_memory.py"),
+                f"--folder={tmp_path / f'photos{files}'}",
+                f"--files={files}",
+                "--width=160",
+                "--height=140",
+                "--image_size=128",
+                f"--memory_budget_mb={budget_mb}",
+            ],
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2"},
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        import json
+
+        figures = json.loads(result.stdout.strip().splitlines()[-1])
+        return figures["peak_rss_mb"], figures["decoded_mb"]
+
+    small, small_decoded = peak_mb(300, 8)
+    large, large_decoded = peak_mb(1300, 8)
+    held, _ = peak_mb(1300, 4096)
+    grown = large_decoded - small_decoded
+    assert grown > 45
+    # In memory the same folder costs at least its decoded size more: the measure can tell.
+    assert held - large > 0.8 * large_decoded
+    assert large - small < 0.3 * grown
