@@ -393,3 +393,15 @@ def test_labelled_batches_stream_the_labelled_images_in_order(tmp_path):
     images, labels = data.labelled_arrays(source)
     np.testing.assert_array_equal(np.concatenate([x for x, _ in batches]), images)
     np.testing.assert_array_equal(np.concatenate([y for _, y in batches]), labels)
+
+
+def test_each_shard_shuffles_its_part_in_an_order_of_its_own(tmp_path):
+    _write_pngs(tmp_path, 64, 8, classes=64)
+    source = data.load_source(f"folder:{tmp_path}", split="all", memory_budget_bytes=1)
+    orders = [
+        [int(y) for _, y in source.stream(True, 5, (2, index)).as_numpy_iterator()]
+        for index in range(2)
+    ]
+    # With one permutation for both parts, file 2m + 1 would always follow file 2m.
+    assert [b - a for a, b in zip(*orders)] != [1] * 32
+    assert data.shard_seed(5, (1, 0)) == 5  # a single pipeline keeps the run's seed

@@ -7,7 +7,7 @@ device, inside the model's train step.
 import numpy as np
 import tensorflow as tf
 
-from carl_tf.data.sources import ImageSource, Shard, shard_elements
+from carl_tf.data.sources import ImageSource, Shard, shard_elements, shard_seed
 from carl_tf.errors import DataError
 
 # Images per batch when a whole source is read into memory.
@@ -70,7 +70,9 @@ def make_dataset(
             # The memory budget bounds the decoded images a streamed source holds at once.
             buffer_size = min(max(1, count), max(1, source.memory_budget_bytes // image_bytes))
     if shuffle:
-        dataset = dataset.shuffle(buffer_size, seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.shuffle(
+            buffer_size, seed=shard_seed(seed, shard), reshuffle_each_iteration=True
+        )
     if repeat:
         dataset = dataset.repeat()
     dataset = dataset.batch(

@@ -142,6 +142,18 @@ def shard_elements(dataset: tf.data.Dataset, num_examples: int, shard: Shard) ->
     return dataset.take(num_examples - num_examples % count).shard(count, index)
 
 
+def shard_seed(seed: int, shard: Shard) -> int:
+    """The seed of a shuffle that runs after sharding: `seed` itself for the whole source.
+
+    With one seed every part would get the same permutation of its positions, so the images
+    at neighbouring positions of the source (often of one class) would always meet in the
+    same global batch; the part's index makes each part's order its own.
+    """
+    if shard == (1, 0):
+        return seed
+    return int(np.random.SeedSequence([seed, *shard]).generate_state(1)[0])
+
+
 def splits_by_holdout(spec: str) -> bool:
     """Whether a source has no splits of its own (digits, folders, npz files).
 
@@ -502,7 +514,8 @@ def _file_records(paths: list[str], labels: np.ndarray) -> RecordsFn:
     """`records(shuffle, seed, shard)` of image files: their bytes, read only for the shard.
 
     The file list is sharded before it is shuffled, so each input pipeline opens only its own
-    files, and shuffled with the seed, so every epoch's order is fixed by it.
+    files, and shuffled with the seed and the part's index (`shard_seed`), so every epoch's
+    order is fixed by them.
     """
     names = _os_names(paths)
 
@@ -510,7 +523,9 @@ def _file_records(paths: list[str], labels: np.ndarray) -> RecordsFn:
         files = tf.data.Dataset.from_tensor_slices((tf.constant(names, tf.string), labels))
         files = shard_elements(files, len(names), shard)
         if shuffle:
-            files = files.shuffle(len(names), seed, reshuffle_each_iteration=True)
+            files = files.shuffle(
+                len(names), shard_seed(seed, shard), reshuffle_each_iteration=True
+            )
         return files.map(
             lambda path, label: (tf.io.read_file(path), label),
             num_parallel_calls=tf.data.AUTOTUNE,
