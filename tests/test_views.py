@@ -4,6 +4,8 @@ import dataclasses
 import logging
 import math
 import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -229,6 +231,42 @@ def test_crops_change_every_epoch_and_repeat_with_the_seed(tmp_path):
     assert all(first_boxes[i] != other[i] for i in range(16))
 
 
+def one_image_crops(source, **kwargs):
+    return views.crop_pairs(
+        source,
+        **{
+            "image_size": 4,
+            "crop_scale": SCALE,
+            "crop_ratio": RATIO,
+            "batch_size": 1,
+            "shuffle": False,
+            "drop_remainder": False,
+            "seed": 0,
+            **kwargs,
+        },
+    )
+
+
+def test_the_parts_of_a_sharded_source_draw_different_windows():
+    # The stand-in gives every part the same files, so only the seeds can tell the parts apart.
+    source = one_image_source(jpeg(gradient(150, 200)), copies=8)
+    parts = [all_batches(one_image_crops(source, shard=(2, i))) for i in range(2)]
+    for ours, theirs in zip(*parts):
+        assert not np.array_equal(ours["boxes"], theirs["boxes"])
+
+
+def test_files_that_cannot_be_decoded_are_skipped():
+    good = jpeg(gradient(150, 200))
+    files = [good, tf.constant(b"not an image"), good]
+    source = dataclasses.replace(
+        one_image_source(good, copies=3),
+        records=lambda shuffle, seed, shard=(1, 0): tf.data.Dataset.from_tensor_slices(
+            (tf.stack(files), tf.constant([0, 1, 2]))
+        ),
+    )
+    assert [int(b["label"][0]) for b in all_batches(one_image_crops(source))] == [0, 2]
+
+
 # (d) Which path a source takes.
 
 
@@ -318,6 +356,36 @@ def test_fit_on_crop_pairs_trains_and_predict_and_evaluate_take_them(tmp_path):
     assert {first, last} <= moved and len(moved) > len(before) // 2, sorted(moved)
     assert model.predict(dataset.take(1), verbose=0).shape == (8, 10)
     assert math.isfinite(model.evaluate(dataset.take(1), verbose=0, return_dict=True)["loss"])
+
+
+def test_fit_on_crop_pairs_under_a_strategy(tmp_path):
+    """In a process of its own, as TensorFlow reuses collective instance keys across the
+    MirroredStrategy objects of one process.
+
+    Under a strategy Keras builds a model that is not yet built from its first batch, calling it
+    on the whole dict; with every layer built at construction that never happens.
+    """
+    code = f"""
+import math, pathlib, keras, tensorflow as tf
+(cpu,) = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})
+import carl_tf
+from test_views import folder_crops, write_folder
+keras.utils.set_random_seed(0)
+dataset = folder_crops(write_folder(pathlib.Path({str(tmp_path)!r})), seed=0, image_size=16)
+with tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]).scope():
+    inputs = keras.Input((16, 16, 3))
+    features = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(inputs))
+    model = carl_tf.CARL(keras.Model(inputs, features), num_prototypes=4)
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+assert all(layer.built for layer in model._flatten_layers())
+history = model.fit(dataset.take(1), epochs=1, verbose=0)
+assert math.isfinite(history.history["loss"][0]), history.history
+print("ok")
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
 
 
 def test_crop_pairs_batches_are_recognized_and_checked():

@@ -341,6 +341,11 @@ class SimCLRAugment(keras.layers.Layer):
         self.blur_kernel_size = 2 * (self.image_size // 10 // 2) + 1
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
+        # No state depends on the input shape, so the layer is built at once. A model holding
+        # it is then built too, and under a distribution strategy Keras skips its symbolic
+        # build, which would call the model on the whole first batch (a dict of crop pairs or
+        # TFDS features, where the model takes images).
+        self.built = True
 
     def _next_seed(self) -> tf.Tensor:
         """A fresh `(2,)` stateless seed, different on every call and on every replica."""
