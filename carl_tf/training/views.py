@@ -25,8 +25,6 @@ logger = logging.getLogger(__name__)
 
 # The crops of each image: the two views of CARL's objective.
 VIEWS = 2
-# Crop pairs are shuffled through a buffer of at most this many bytes.
-_SHUFFLE_BYTES = 1 << 30
 
 
 def uses_full_resolution(source: data.ImageSource, image_size: int) -> bool:
@@ -100,9 +98,9 @@ def crop_pairs(
 ) -> tf.data.Dataset:
     """Batches of two random resized crops per image, cut from the full-resolution images.
 
-    Every image gets its own stateless seed per epoch, so its crops differ between epochs and
-    between the parts of a sharded source, and two datasets made with the same `seed` give the
-    same batches. Files that cannot be decoded are skipped with a warning, as a streamed
+    Every image gets its own stateless seed per epoch, drawn from `seed` and the part's index,
+    so its crops differ between epochs and between the parts of a sharded source, and two
+    datasets made with the same `seed` and `shard` give the same batches. Files that cannot be decoded are skipped with a warning, as a streamed
     source skips them.
 
     Args:
@@ -112,7 +110,7 @@ def crop_pairs(
         crop_ratio: Range of the crop aspect ratio, width / height.
         batch_size: Images per batch B.
         shuffle: Whether to reshuffle every epoch: the files, then through a buffer of crop
-            pairs of at most 1 GiB.
+            pairs that holds at most the source's `memory_budget_bytes`.
         drop_remainder: Whether to drop the last incomplete batch (training).
         seed: Seed of the file order, the buffer and the crop windows.
         shard: `(count, index)`: read only the index-th of `count` disjoint parts of the source.
@@ -142,12 +140,10 @@ def crop_pairs(
             f"batch size {batch_size} is larger than the {count} images{part} of "
             f"{source.description}; lower --batch_size"
         )
-    box_seed, buffer_seed = (int(s) for s in np.random.SeedSequence(seed).generate_state(2))
-    # One int64 per image, a new sequence every epoch; the shard index makes the seed pairs of
-    # the parts of a sharded source differ.
-    seeds = tf.data.Dataset.random(seed=box_seed, rerandomize_each_iteration=True).map(
-        lambda r: tf.stack([r, tf.constant(shard[1], tf.int64)])
-    )
+    part_seed = data.shard_seed(seed, shard)
+    box_seed, buffer_seed = (int(s) for s in np.random.SeedSequence(part_seed).generate_state(2))
+    # A (2,) int64 seed per image, a new sequence every epoch.
+    seeds = tf.data.Dataset.random(seed=box_seed, rerandomize_each_iteration=True).batch(2)
 
     def cut(record: tuple[tf.Tensor, tf.Tensor], image_seed: tf.Tensor) -> dict[str, tf.Tensor]:
         encoded, label = record
@@ -165,7 +161,7 @@ def crop_pairs(
     dataset = dataset.ignore_errors(log_warning=True)
     if shuffle:
         pair_bytes = VIEWS * image_size * image_size * 3
-        buffer_size = min(max(1, count), max(1, _SHUFFLE_BYTES // pair_bytes))
+        buffer_size = min(max(1, count), max(1, source.memory_budget_bytes // pair_bytes))
         dataset = dataset.shuffle(buffer_size, seed=buffer_seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(
         batch_size, drop_remainder=drop_remainder, num_parallel_calls=tf.data.AUTOTUNE
