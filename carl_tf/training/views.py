@@ -100,8 +100,8 @@ def crop_pairs(
 
     Every image gets its own stateless seed per epoch, drawn from `seed` and the part's index,
     so its crops differ between epochs and between the parts of a sharded source, and two
-    datasets made with the same `seed` and `shard` give the same batches. Files that cannot be decoded are skipped with a warning, as a streamed
-    source skips them.
+    datasets made with the same `seed` and `shard` give the same batches. Files that cannot be
+    decoded are skipped with a warning, as a streamed source skips them.
 
     Args:
         source: A source read from image files (`source.records` is not None).
