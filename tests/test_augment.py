@@ -248,11 +248,8 @@ def test_runs_inside_tf_function(jit_compile):
     assert float(tf.reduce_max(tf.abs(view_1 - view_3))) > 1.0
 
 
-def test_replicas_draw_different_views():
-    devices = [device.name for device in tf.config.list_logical_devices("CPU")][:2]
-    if len(devices) < 2:
-        pytest.skip("needs two logical CPUs (set up by conftest.py)")
-    strategy = tf.distribute.MirroredStrategy(devices)
+def test_replicas_draw_different_views(two_replicas):
+    strategy = two_replicas
     with strategy.scope():
         layer = augment.SimCLRAugment(32, seed=0)
     images = random_images((4, 32, 32, 3))

@@ -6,7 +6,14 @@ import types
 import pytest
 import tensorflow as tf
 
+from carl_tf.run import strategy as strategy_module
 from carl_tf.run.strategy import STRATEGIES, is_chief, make_strategy, worker_workdir
+
+
+@pytest.fixture(autouse=True)
+def fresh_strategies(monkeypatch):
+    """Each test makes its strategies anew (make_strategy keeps one per process)."""
+    monkeypatch.setattr(strategy_module, "_MADE", {})
 
 
 class _Recorder:
@@ -119,3 +126,43 @@ def test_only_the_chief_gets_the_workdir(monkeypatch):
     for workdir in ("gs://bucket/runs/cifar10", "gs://bucket/runs/cifar10/"):
         expected = "gs://bucket/runs/cifar10.workertemp_worker_1"
         assert worker_workdir(workdir, _cluster_strategy()) == expected
+
+
+# Two runs of CARL, of different widths, each on make_strategy("mirrored") over two logical CPUs.
+_TWO_RUNS = """
+import numpy as np
+import tensorflow as tf
+cpus = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+from carl_tf import CARL
+from carl_tf.method.backbones import build_backbone
+from carl_tf.run import strategy
+two_cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
+real = tf.distribute.MirroredStrategy
+tf.distribute.MirroredStrategy = lambda: real(two_cpus)  # stands in for a machine's two GPUs
+images = np.random.default_rng(0).uniform(0, 255, (16, 16, 16, 3)).astype("float32")
+for width in (4, 8):
+    mirrored = strategy.make_strategy("mirrored")
+    with mirrored.scope():
+        backbone = build_backbone("resnet18", width=width, image_size=16)
+        model = CARL(backbone, num_prototypes=4, projection_hidden_units=(8,), projection_dim=8)
+        model.compile(optimizer="sgd")
+    model.fit(tf.data.Dataset.from_tensor_slices(images).batch(8), epochs=1, verbose=0)
+print("both runs trained")
+"""
+
+
+def test_a_second_mirrored_run_in_one_process_trains(tmp_path):
+    """tensorflow#62790: a second MirroredStrategy fails the next model's first all-reduce
+    ("Shape mismatch in the collective instance"), as this script does when make_strategy
+    makes a new one on every call."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "two_runs.py"
+    script.write_text(_TWO_RUNS)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "both runs trained" in run.stdout

@@ -392,6 +392,8 @@ def test_crop_pairs_batches_are_recognized_and_checked():
     crops = np.zeros((3, 2, 16, 16, 3), np.uint8)
     batch = split_batch({"crops": crops, "boxes": np.zeros((3, 2, 4)), "label": np.zeros(3)})
     assert batch.crops is crops and batch.images is None and batch.views is None
-    assert _first_images(tf.data.Dataset.from_tensors({"crops": crops})).shape == (3, 16, 16, 3)
+    assert _first_images(
+        tf.data.Dataset.from_tensors({"crops": crops}), tf.distribute.get_strategy()
+    ).shape == (3, 16, 16, 3)
     with pytest.raises(ValueError, match=r"crops of shape \(3, 16, 16, 3\)"):
         split_batch({"crops": crops[:, 0]})

@@ -5,6 +5,7 @@ process on the same global batches."""
 import importlib.resources
 import importlib.util
 import json
+import logging
 import os
 import sys
 
@@ -32,12 +33,6 @@ def _write_noise_pngs(root, count: int, size: int) -> None:
         directory.mkdir(parents=True)
         image = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
         (directory / "image.png").write_bytes(tf.io.encode_png(image).numpy())
-
-
-def _mirrored() -> tf.distribute.MirroredStrategy:
-    cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
-    assert len(cpus) == 2, "conftest configures two logical CPUs"
-    return tf.distribute.MirroredStrategy(cpus)
 
 
 def test_two_workers_read_disjoint_halves_and_train_like_one_process(tmp_path):
@@ -101,22 +96,22 @@ def test_steps_per_epoch_counts_the_steps_every_worker_can_make():
         steps_per_epoch(15, 16, 2)
 
 
-def test_a_batch_that_does_not_split_among_the_replicas_is_refused():
+def test_a_batch_that_does_not_split_among_the_replicas_is_refused(two_replicas):
     def build(batch_size, shard):
         raise AssertionError("nothing is built for a batch size that cannot work")
 
     with pytest.raises(UsageError, match=r"^batch size 15 .* 2 replicas; pass a multiple of 2"):
-        per_worker_batches(_mirrored(), 15, build)
+        per_worker_batches(two_replicas, 15, build)
 
 
-def test_a_pipeline_that_ends_is_refused():
+def test_a_pipeline_that_ends_is_refused(two_replicas):
     def build(batch_size, shard):
         return tf.data.Dataset.range(8).batch(batch_size, drop_remainder=True)
 
     with pytest.raises(ValueError, match="repeats forever"):
         per_worker_batches(tf.distribute.get_strategy(), 4, build)
     with pytest.raises(ValueError, match="repeats forever"):
-        per_worker_batches(_mirrored(), 4, build)
+        per_worker_batches(two_replicas, 4, build)
 
 
 class CountingModel(keras.Model):
@@ -148,7 +143,7 @@ class CountingModel(keras.Model):
         return {"loss": loss}
 
 
-def test_mirrored_fit_takes_every_image_once_per_epoch(tmp_path):
+def test_mirrored_fit_takes_every_image_once_per_epoch(tmp_path, two_replicas):
     """One machine, two replicas: one pipeline of per-replica batches; with the pipeline
     repeating and steps_per_epoch given, every epoch is one seeded permutation of the images."""
     count, global_batch = 24, 8
@@ -158,7 +153,7 @@ def test_mirrored_fit_takes_every_image_once_per_epoch(tmp_path):
         y=np.arange(count),
     )
     source = data.load_source(f"npz:{tmp_path / 'images.npz'}", split="all")
-    strategy = _mirrored()
+    strategy = two_replicas
     built = []
 
     def build(batch_size, shard):
@@ -276,22 +271,22 @@ def test_shards_of_seeded_shuffled_epochs_are_disjoint_and_complete(kind, tmp_pa
     assert not np.array_equal(parts[0][0], parts[0][1]), "every epoch is reshuffled"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AttributeError,
-    reason="CARL.fit's [0, 1]-range check (carl_tf.method.model._first_images) reads "
-    "`.shape` of a tf.distribute.DistributedDataset",
-)
-def test_carl_fit_takes_the_per_worker_batches():
-    images = np.random.default_rng(0).integers(0, 256, (16, 16, 16, 3), dtype=np.uint8)
-    strategy = _mirrored()
+def test_carl_fit_takes_the_per_worker_batches_and_checks_their_range(caplog, two_replicas):
+    rng = np.random.default_rng(0)
+    strategy = two_replicas
+    for scale, warned in ((255, False), (1, True)):
+        images = (rng.uniform(0, 1, (16, 16, 16, 3)) * scale).astype("float32")
 
-    def build(batch_size, shard):
-        return tf.data.Dataset.from_tensor_slices(images).repeat().batch(batch_size)
+        def build(batch_size, shard, images=images):
+            return tf.data.Dataset.from_tensor_slices(images).repeat().batch(batch_size)
 
-    train_data = per_worker_batches(strategy, 8, build)
-    with strategy.scope():
-        backbone = build_backbone("resnet18", width=4, image_size=16)
-        model = CARL(backbone, num_prototypes=4, projection_hidden_units=(8,), projection_dim=8)
-        model.compile(optimizer="sgd")
-    model.fit(train_data, epochs=1, steps_per_epoch=1, verbose=0)
+        train_data = per_worker_batches(strategy, 8, build)
+        with strategy.scope():
+            backbone = build_backbone("resnet18", width=4, image_size=16)
+            model = CARL(backbone, num_prototypes=4, projection_hidden_units=(8,), projection_dim=8)
+            model.compile(optimizer="sgd")
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="carl_tf.method.inputs"):
+            model.fit(train_data, epochs=1, steps_per_epoch=1, verbose=0)
+        assert int(model.optimizer.iterations.numpy()) == 1
+        assert ("lie in [0, 1]" in caplog.text) == warned

@@ -75,11 +75,7 @@ def main(folder: str, initial_weights: str, output_prefix: str) -> None:
         model = build_model()
         model.load_weights(initial_weights)
         model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
-    # CARL.fit's check for [0, 1] images cannot read a tf.distribute.DistributedDataset yet;
-    # keras.Model.fit is the same fit without that check.
-    keras.Model.fit(
-        model, train_data, epochs=EPOCHS, steps_per_epoch=steps, verbose=0, shuffle=False
-    )
+    model.fit(train_data, epochs=EPOCHS, steps_per_epoch=steps, verbose=0, shuffle=False)
     np.savez(f"{output_prefix}.npz", *model.get_weights())
     record = {
         "built": built,

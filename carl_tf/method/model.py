@@ -138,7 +138,7 @@ class CARL(MultiWorkerFit, keras.Model):
         """`keras.Model.fit`, warning once when the images look scaled to [0, 1]."""
         if not self._checked_input_range:
             self._checked_input_range = True
-            sample = _first_images(x)
+            sample = _first_images(x, self.distribute_strategy)
             if sample is not None:
                 warn_if_unit_range(sample)
         return super().fit(x, y, **kwargs)
@@ -257,10 +257,17 @@ class PrototypeUsage(keras.metrics.Metric):
         return {**super().get_config(), "num_prototypes": self.num_prototypes}
 
 
-def _first_images(x, count: int = 256):
-    """Up to `count` images of what `fit` was given, as NumPy, or None where it cannot tell."""
+def _first_images(x, strategy: tf.distribute.Strategy, count: int = 256):
+    """Up to `count` images of what `fit` was given, as NumPy, or None where it cannot tell.
+
+    Of a `tf.distribute` dataset (`distribute_datasets_from_function`), the images of this
+    process's first replica.
+    """
     try:
-        if isinstance(x, tf.data.Dataset):
+        if isinstance(x, tf.distribute.DistributedDataset):
+            first_replica = strategy.experimental_local_results
+            x = tf.nest.map_structure(lambda value: first_replica(value)[0], next(iter(x)))
+        elif isinstance(x, tf.data.Dataset):
             x = next(iter(x.take(1)))
         elif isinstance(x, keras.utils.PyDataset):
             x = x[0]

@@ -14,6 +14,13 @@ import tensorflow as tf
 
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
 
+# One mirrored and one multi-worker strategy per process. A second MirroredStrategy starts its
+# collective keys where the first did, so the first all-reduce of a model of other shapes fails
+# ("Shape mismatch in the collective instance", tensorflow/tensorflow#62790): a notebook that
+# trains twice would fail on the second run. TensorFlow allows one MultiWorkerMirroredStrategy
+# per process anyway.
+_MADE: dict[str, tf.distribute.Strategy] = {}
+
 
 def make_strategy(name: str, *, tpu: str | None = None) -> tf.distribute.Strategy:
     """Returns the strategy named by `--strategy`.
@@ -31,6 +38,7 @@ def make_strategy(name: str, *, tpu: str | None = None) -> tf.distribute.Strateg
 
     Returns:
         The strategy. For `tpu` the TPU system is connected and initialised first.
+        `mirrored` and `multi_worker` give the same strategy on every call in a process.
 
     Raises:
         ValueError: If `name` is unknown, or `multi_worker` is asked for without `TF_CONFIG`.
@@ -42,14 +50,14 @@ def make_strategy(name: str, *, tpu: str | None = None) -> tf.distribute.Strateg
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
+        return _made_once(name, tf.distribute.MirroredStrategy)
     if name == "multi_worker":
         if not os.environ.get("TF_CONFIG"):
             raise ValueError(
                 "strategy multi_worker needs the cluster in the TF_CONFIG environment variable "
                 "on every worker; see docs/distributed.md"
             )
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return _made_once(name, tf.distribute.MultiWorkerMirroredStrategy)
     # The resolver reads TPU_NAME itself, but takes the direct-attached path of a TPU VM only
     # when "local" is passed as the argument.
     tpu = tpu or os.environ.get("TPU_NAME")
@@ -57,6 +65,12 @@ def make_strategy(name: str, *, tpu: str | None = None) -> tf.distribute.Strateg
     tf.config.experimental_connect_to_cluster(resolver)
     tf.tpu.experimental.initialize_tpu_system(resolver)
     return tf.distribute.TPUStrategy(resolver)
+
+
+def _made_once(name: str, make) -> tf.distribute.Strategy:
+    if name not in _MADE:
+        _MADE[name] = make()
+    return _MADE[name]
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
