@@ -173,6 +173,7 @@ def load_source(
     seed: int = 0,
     download: bool = False,
     memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET_BYTES,
+    hold_in_memory: bool = True,
 ) -> ImageSource:
     """Loads an image source named by `spec`.
 
@@ -190,7 +191,9 @@ def load_source(
         seed: Seed of the holdout split.
         download: Whether TFDS may download and prepare a dataset missing from `data_dir`.
         memory_budget_bytes: Largest decoded size held in memory; larger folders and TFDS
-            splits are streamed from disk.
+            splits are streamed from disk, through a shuffle buffer of at most this size.
+        hold_in_memory: False streams folders and TFDS splits whatever their size, e.g. when
+            only their records (the undecoded files) will be read.
 
     Returns:
         The loaded `ImageSource`.
@@ -206,10 +209,13 @@ def load_source(
     if kind in ("folder", "npz") and not path:
         raise DataError(f"source '{spec}' names no path; use {_ACCEPTED_FORMS}")
     if kind == "folder":
-        return _load_folder(spec, path, split, image_size, holdout, seed, memory_budget_bytes)
+        return _load_folder(
+            spec, path, split, image_size, holdout, seed, memory_budget_bytes, hold_in_memory
+        )
     if kind == "npz":
         return _load_npz(spec, path, split, image_size, holdout, seed)
-    return _load_tfds(spec, split, data_dir, image_size, holdout, download, memory_budget_bytes)
+    source = _load_tfds(spec, split, data_dir, image_size, holdout, download, memory_budget_bytes)
+    return source if hold_in_memory else dataclasses.replace(source, cache=False)
 
 
 def _first_line(error: BaseException) -> str:
@@ -542,8 +548,9 @@ def _load_folder(
     holdout: float,
     seed: int,
     memory_budget_bytes: int,
+    hold_in_memory: bool,
 ) -> ImageSource:
-    """A folder of images, decoded into memory when it fits the budget, else streamed."""
+    """A folder of images, decoded into memory when it fits the budget (and may), else streamed."""
     all_paths, all_labels, class_names = _list_images(spec, root)
     indices = _holdout_indices(all_labels, split, holdout, seed, spec)
     # The whole folder's first image, so that train and test splits agree.
@@ -563,14 +570,16 @@ def _load_folder(
         memory_budget_bytes=memory_budget_bytes,
     )
     paths, labels = [all_paths[i] for i in indices], all_labels[indices]
+    if not hold_in_memory:
+        return folder.streamed(paths, labels)
     if len(paths) * int(np.prod(folder.image_shape)) > memory_budget_bytes:
         logger.warning(
-            "%s: %d images of %dx%d do not fit the %.1f MiB memory budget, so they are "
+            "%s: %d images of %dx%d do not fit the %s MiB memory budget, so they are "
             "streamed from disk; files that cannot be decoded are skipped as they are read.",
             folder.description,
             len(paths),
             *folder.size,
-            memory_budget_bytes / (1 << 20),
+            f"{memory_budget_bytes / (1 << 20):.2f}".rstrip("0").rstrip("."),
         )
         return folder.streamed(paths, labels)
     return folder.in_memory(paths, labels)

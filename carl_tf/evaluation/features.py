@@ -1,19 +1,28 @@
 """Batched inference of a model over images: features of a backbone, assignments of CARL."""
 
+import weakref
 from collections.abc import Iterable
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+# model -> its traced inference function, kept as long as the model lives.
+_INFERENCE = weakref.WeakKeyDictionary()
+
 
 def _infer(model: keras.Model, images: np.ndarray | tf.Tensor) -> np.ndarray:
     """Runs one batch through `model` in inference mode (batch norm uses its moving statistics).
 
-    `predict_on_batch` reuses the model's compiled predict function, so repeated calls (e.g. from
-    a callback every few epochs) trace once instead of once per call.
+    One traced function per model, so repeated calls (e.g. from a callback every few epochs)
+    trace once per batch shape. It runs in this process alone, on its own copy of the weights,
+    also for a model built under a distribution strategy: `predict_on_batch` would split the
+    batch among the replicas and, under `multi_worker`, return the rows of every worker's
+    batch together.
     """
-    return np.asarray(model.predict_on_batch(tf.cast(images, tf.float32)), dtype=np.float32)
+    if model not in _INFERENCE:
+        _INFERENCE[model] = tf.function(lambda batch: model(batch, training=False))
+    return np.asarray(_INFERENCE[model](tf.cast(images, tf.float32)), dtype=np.float32)
 
 
 def extract_features(

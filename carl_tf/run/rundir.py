@@ -63,6 +63,11 @@ class RunDirectory:
         self.backbone_export = os.path.join(self.export_dir, "backbone")
         self.model_export = os.path.join(self.export_dir, "carl.keras")
 
+    @property
+    def lock_path(self) -> str:
+        """The lock file of `lock`, beside the directory."""
+        return f"{self.path}.lock"
+
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         """Holds the run directory for this process; a second holder is refused at once.
@@ -78,7 +83,7 @@ class RunDirectory:
         Raises:
             RunDirectoryError: If another process holds the lock, naming its pid and host.
         """
-        path = f"{self.path}.lock"
+        path = self.lock_path
         try:
             # A new run's parent folder (runs/ on a fresh checkout) may not exist yet.
             os.makedirs(os.path.dirname(path), exist_ok=True)

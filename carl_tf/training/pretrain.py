@@ -8,6 +8,7 @@ be refused is built and checked before the run directory is created, changed or 
 import contextlib
 import dataclasses
 import logging
+import os
 import shutil
 import sys
 from collections.abc import Iterator
@@ -30,8 +31,12 @@ from carl_tf.run.precision import set_precision
 from carl_tf.run.progress import EpochLog, RunTensorBoard
 from carl_tf.run.rundir import RunDirectory
 from carl_tf.run.strategy import is_chief, make_strategy, worker_workdir
+from carl_tf.training import views, worker_input
 
 logger = logging.getLogger(__name__)
+
+# SimCLR's range of crop aspect ratios (width / height), as SimCLRAugment's default.
+CROP_RATIO = (3 / 4, 4 / 3)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,10 +106,10 @@ def pretrain(
         _log_extension(extensions[-1])
 
     source = load_training_source(config)
-    train_data = data.make_dataset(
-        source, batch_size=config.batch_size, shuffle=True, drop_remainder=True, seed=config.seed
+    train_data = training_data(config, source, strategy)
+    steps_per_epoch = worker_input.steps_per_epoch(
+        source.num_examples, config.batch_size, worker_input.num_input_pipelines(strategy)
     )
-    steps_per_epoch = source.num_examples // config.batch_size
     knn_sets = load_knn_sets(config)
     with strategy.scope():
         model = build_model(config, steps_per_epoch, cycle_start_epoch=_cycle_start(extensions))
@@ -131,6 +136,7 @@ def pretrain(
                 train_data,
                 epochs=config.epochs,
                 initial_epoch=epochs_done,
+                steps_per_epoch=steps_per_epoch,
                 callbacks=callbacks,
                 verbose=1 if on_terminal() else 0,  # the bar on terminals; EpochLog the rest
                 shuffle=False,  # make_dataset reshuffles every epoch
@@ -139,6 +145,9 @@ def pretrain(
         export_run(model, run_dir.export_dir)
         if not is_chief(strategy):  # its files duplicate the chief's; written for the collectives
             shutil.rmtree(run_dir.path, ignore_errors=True)
+    if not is_chief(strategy):  # a worker's scratch directory is gone, and its lock with it
+        with contextlib.suppress(OSError):
+            os.remove(run_dir.lock_path)
     return _result(chief_dir, trained=True)
 
 
@@ -193,6 +202,7 @@ def build_model(config, steps_per_epoch: int, cycle_start_epoch: int = 0) -> CAR
     augmenter = SimCLRAugment(
         image_size=config.image_size,
         crop_scale=(config.crop_min_scale, 1.0),
+        crop_ratio=CROP_RATIO,
         blur_probability=config.blur_probability,
     )
     model = CARL(
@@ -227,10 +237,34 @@ def build_model(config, steps_per_epoch: int, cycle_start_epoch: int = 0) -> CAR
     return model
 
 
+def training_data(config, source: data.ImageSource, strategy):
+    """The training batches, repeated, each worker reading only its share of the source.
+
+    Views of images larger than `image_size` are cut from the full-resolution files in the
+    pipeline, those of smaller ones on device (`carl_tf.training.views.training_batches`).
+    `fit` then needs `steps_per_epoch`: an epoch is that many steps of the endless stream.
+    """
+
+    def build(batch_size: int, shard: tuple[int, int]):
+        return views.training_batches(
+            source,
+            image_size=config.image_size,
+            crop_scale=(config.crop_min_scale, 1.0),
+            crop_ratio=CROP_RATIO,
+            batch_size=batch_size,
+            seed=config.seed,
+            shard=shard,
+        ).repeat()
+
+    return worker_input.per_worker_batches(strategy, config.batch_size, build)
+
+
 def load_training_source(config) -> data.ImageSource:
     """The pretraining images, cut to a fixed seeded subset when `train_subset` asks.
 
-    The subset is chosen by index, so a streamed source never decodes the images it drops.
+    A source held in memory (it fits `memory_budget_mb`) has its undecodable files reported
+    and dropped at load; a streamed one skips them as they are read. The subset is chosen by
+    index, so a streamed source never decodes the images it drops.
     """
     source = _load(config, config.train_split, download=config.download)
     if not config.train_subset or config.train_subset >= source.num_examples:
