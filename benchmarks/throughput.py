@@ -204,13 +204,17 @@ def input_pairs_per_s(source: data.ImageSource, args: argparse.Namespace) -> flo
     dataset = data.make_dataset(
         source, batch_size=args.batch_size, shuffle=True, drop_remainder=True, repeat=True
     )
-    iterator = iter(dataset)
+    return args.batch_size * batches_per_s(iter(dataset), args.input_batches)
+
+
+def batches_per_s(iterator, batches: int) -> float:
+    """Batches per second an endless dataset iterator yields, after three to warm it up."""
     for _ in range(3):  # fills the shuffle buffer and the prefetch
         next(iterator)
     start = time.perf_counter()
-    for _ in range(args.input_batches):
+    for _ in range(batches):
         next(iterator)
-    return args.batch_size * args.input_batches / (time.perf_counter() - start)
+    return batches / (time.perf_counter() - start)
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """ImageNet pretraining preset: ResNet-50 at 224 px with the standard stem, for GPUs or TPUs.
 
     python train.py --dataset=imagenet2012 --data_dir=~/tfds --batch_size=1024
-    python train.py --config=imagenet:smoke --dataset=folder:/data/few_photos --holdout=0.2
+    python train.py --config=imagenet2012:smoke --dataset=folder:/data/few_photos --holdout=0.2
 
 The CARL paper reports CIFAR and STL-10 only; what differs from its recipe, and why:
 
@@ -17,7 +17,12 @@ The CARL paper reports CIFAR and STL-10 only; what differs from its recipe, and 
   CIFAR recipe follows), with 10 warmup epochs so batches of 1024 and more start stably
   (Goyal et al., arXiv 1706.02677).
 * Blur with probability 0.5, SimCLR's ImageNet views; crops down to 8% of the image.
-* The kNN monitor on ImageNet's 1.28 M train images every 20 epochs.
+* The kNN monitor every 20 epochs, its bank a fixed subset of 100,000 train images
+  (`knn_bank_size`): the whole 1.28 M would hold 10.5 GB of ResNet-50 features on every worker
+  and take each measurement an epoch's decoding; 100,000 hold 0.8 GB. Bank and queries are
+  streamed (they are far over `memory_budget_mb`), only their features kept.
+* Views cut from the full-resolution photos in the input pipeline (ImageNet's images vary in
+  size; `carl_tf.training.views`), as SimCLR, BYOL and MoCo crop the decoded original.
 
 `smoke` shrinks everything for a check on a small folder of photos (`--dataset=folder:...`).
 """
@@ -37,10 +42,11 @@ def get_config(arg: str | None = None):
     c.warmup_epochs = 10
     c.blur_probability = 0.5
     c.knn_every = 20
+    c.knn_bank_size = 100_000
     if arg == "smoke":
         c.image_size, c.backbone_width, c.projection_hidden_dim = 96, 4, 64
         c.num_prototypes, c.epochs, c.warmup_epochs = 20, 2, 1
-        c.batch_size, c.knn_every, c.knn_k = 16, 1, 20
+        c.batch_size, c.knn_every, c.knn_k, c.knn_bank_size = 16, 1, 20, 0
         c.knn_test_split = "test"  # a folder's held-out images
     elif arg:
         raise ValueError(f"unknown preset argument {arg!r}; use smoke or none")

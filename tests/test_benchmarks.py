@@ -52,7 +52,9 @@ def test_input_pipeline_streams_a_generated_folder_of_photos(tmp_path):
         "--image_size=64",
         "--batch_size=16",
         "--input_batches=2",
+        "--repeats=1",
     )
     assert figures["files"] == 48 and figures["streamed"]
     assert figures["images_per_s"] > 0 and figures["peak_rss_mb"] > 0
+    assert figures["full_resolution_images_per_s"] > 0
     assert len(list((tmp_path / "photos").glob("class_*/*.jpg"))) == 48

@@ -73,7 +73,7 @@ def test_imagenet_smoke_trains_resnet50_on_a_folder_of_larger_photos(tmp_path):
         [
             sys.executable,
             os.path.join(REPO, "train.py"),
-            "--config=imagenet:smoke",
+            "--config=imagenet2012:smoke",
             f"--dataset=folder:{tmp_path / 'photos'}",
             "--holdout=0.2",
             "--precision=float32",
@@ -83,6 +83,8 @@ def test_imagenet_smoke_trains_resnet50_on_a_folder_of_larger_photos(tmp_path):
         text=True,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    # 120x100 photos at 96 px: each view is cut from the photo, not from a 96 px thumbnail.
+    assert "views cut from full-resolution images (first image 100x120 > 96)" in result.stderr
     with open(tmp_path / "run" / "config.json") as f:
         config = json.load(f)
     assert (config["backbone"], config["image_size"], config["warmup_epochs"]) == (
@@ -97,3 +99,13 @@ def test_unknown_preset_arguments_are_refused():
     for name in PRESETS:
         with pytest.raises(ValueError, match="unknown"):
             importlib.import_module(f"carl_tf.configs.{name}").get_config("bogus")
+
+
+def test_each_preset_is_picked_by_its_dataset_name():
+    """--dataset=imagenet2012 alone trains the ImageNet preset, not the paper's 32 px recipe."""
+    from carl_tf.cli.train import resolve_config_argument
+
+    for name in ("cifar10", "stl10", "imagenet2012"):
+        argv, preset, _ = resolve_config_argument(["train.py", f"--dataset={name}"])
+        assert preset == name
+        assert any(arg.endswith(f"{name}.py") for arg in argv)
