@@ -7,7 +7,7 @@ set -u
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-/tmp/runs}
 QUEUE=${QUEUE:-$RUNS/queue.txt}
-PY=${PY:-/work/venv/bin/python}
+PY=${PY:-python}
 mkdir -p "$RUNS"
 touch "$QUEUE" "$RUNS/done.txt"
 while true; do

@@ -214,6 +214,18 @@ def build_model(config, steps_per_epoch: int, cycle_start_epoch: int = 0) -> CAR
         kl_weight=config.kl_start,
         symmetric=config.symmetric,
     )
+    optimizer = build_optimizer(config, steps_per_epoch, cycle_start_epoch)
+    model.compile(optimizer=optimizer, jit_compile=config.jit_compile)
+    return model
+
+
+def build_optimizer(config, steps_per_epoch: int, cycle_start_epoch: int = 0):
+    """SGD with momentum and weight decay on the config's (warmup +) cosine learning rate.
+
+    The peak rate is `learning_rate * batch_size / 256`. `cycle_start_epoch` > 0 (a run
+    extended with `restart`) starts the cosine cycle afresh, from the peak rate without warmup,
+    at that epoch and ends it at `config.epochs`.
+    """
     peak = config.learning_rate * config.batch_size / 256
     if cycle_start_epoch:
         schedule = StartAt(
@@ -230,11 +242,9 @@ def build_model(config, steps_per_epoch: int, cycle_start_epoch: int = 0) -> CAR
             warmup_steps=warmup_steps,
             decay_steps=(config.epochs - config.warmup_epochs) * steps_per_epoch,
         )
-    optimizer = keras.optimizers.SGD(
+    return keras.optimizers.SGD(
         schedule, momentum=config.momentum, weight_decay=config.weight_decay or None
     )
-    model.compile(optimizer=optimizer, jit_compile=config.jit_compile)
-    return model
 
 
 def training_data(config, source: data.ImageSource, strategy):
