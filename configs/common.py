@@ -52,6 +52,13 @@ def paper_recipe() -> ml_collections.ConfigDict:
     # Views (SimCLR, Chen et al. 2020a). Blur only at 96 px and up, as SimCLR does for CIFAR.
     c.crop_min_scale = 0.08
     c.blur_probability = 0.0
+    # Multi-crop (SwAV, CARP): small views per image besides the two global ones, which learn to
+    # predict the global views' assignments; 0 is the paper's two views. Each is a crop of
+    # small_crop_min_scale-small_crop_max_scale of the image area, resized to small_crop_size.
+    c.small_crops = 0
+    c.small_crop_size = c.get_ref("image_size") // 2  # a reference: --image_size moves it too
+    c.small_crop_min_scale = 0.05
+    c.small_crop_max_scale = 0.14
 
     # Monitors.
     c.knn_every = 10  # epochs; 0 turns the online kNN monitor off

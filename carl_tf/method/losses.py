@@ -65,6 +65,37 @@ def kl_to_uniform(probs):
     return kl_of_mean_to_uniform(mean_assignment(probs))
 
 
+def per_example_multi_crop_consistency(p_small, p_global, symmetric=False):
+    """Eq. 4's summand averaged over every (anchor, target) pair of a multi-crop batch, (batch,).
+
+    The pairs are the global pair of eq. 4 (`p_global[0]` the anchor, `p_global[1]` the target;
+    with `symmetric` also the reverse) and, as in SwAV and CARP, every small view as anchor
+    against each global view as target: small views learn to predict the global views'
+    assignments, never the reverse. Every target is stop-gradiented here, since a global view is
+    the anchor of one pair and the target of others.
+
+    Args:
+        p_small: N tensors (batch, K), the assignments of the N small views (eq. 3).
+        p_global: two tensors (batch, K), the assignments of the two global views.
+        symmetric: also use `p_global[1]` as anchor against `p_global[0]`.
+
+    Returns:
+        (batch,) float32: the mean over the `1 + symmetric + 2 N` pairs of
+        `-log <p_i^anchor, p_i^target>`; with no small views, eq. 4's summand (averaged over
+        both directions when symmetric).
+    """
+    first, second = p_global
+    pairs = [(first, second)] + ([(second, first)] if symmetric else [])
+    pairs += [(small, target) for small in p_small for target in (first, second)]
+    terms = [per_example_consistency(a, ops.stop_gradient(t)) for a, t in pairs]
+    return ops.mean(ops.stack(terms), axis=0)
+
+
+def multi_crop_consistency(p_small, p_global, symmetric=False):
+    """Batch mean of `per_example_multi_crop_consistency`: eq. 4 averaged over all pairs."""
+    return ops.mean(per_example_multi_crop_consistency(p_small, p_global, symmetric))
+
+
 def carl_loss(consistency, kl, kl_weight):
     """Eq. 7: `L = L_c + lambda_e * L_KL`, with lambda_e from eq. 8 (`carl_tf.schedules`)."""
     return consistency + kl_weight * kl

@@ -32,6 +32,19 @@ class CARL(MultiWorkerFit, keras.Model):
     accepted form. `predict(images)` returns the (N, K) prototype assignment probabilities;
     `model.backbone` is the encoder whose features are used downstream.
 
+    Multi-crop (SwAV, Caron et al. 2020, arXiv 2006.09882; CARP): with `small_crops` N > 0 the
+    step also makes N small views per image with `small_augmenter`, cut from the raw image, or
+    for view pairs and crop pairs from view (crop) `i % 2` of the image, so a small view is then
+    a crop of that view's (crop's) area. The N small views of a batch are encoded in one call of
+    the backbone (its normalization statistics are those of the small views). The consistency
+    (eq. 4) is the mean over every (anchor, target) pair: the global pair of eq. 4 (both
+    directions when `symmetric`) and each small view as anchor against each of the two global
+    views' assignments as targets, without gradient (`losses.multi_crop_consistency`). The KL of
+    eq. 5 stays on the global anchors' batch mean (eq. 6), as without small crops, by choice:
+    the prior keeps the spread of the global assignments, which are also the small views'
+    targets, uniform. Both stay global-batch figures under every strategy (one all-reduce per
+    anchor, as without small crops).
+
     Args:
         backbone: a Keras model mapping images (N, H, W, 3) in [0, 255] to features (N, D).
         num_prototypes: K, the number of learnable prototypes (eq. 2).
@@ -46,6 +59,20 @@ class CARL(MultiWorkerFit, keras.Model):
         projection_head: the head to use instead of building one from
             `projection_hidden_units` and `projection_dim`, e.g. a `ProjectionHead` with
             another `norm_layer`.
+        small_crops: N, the small (multi-crop) views per image; 0, the default, trains on the
+            two global views only, exactly as without the option.
+        small_crop_size: side of the small views; None: half of `augmenter.image_size` (of the
+            backbone's input size for an augmenter without one).
+        small_crop_scale: range of the small crops' area as a fraction of their source's
+            (SwAV's 0.05-0.14).
+        small_augmenter: the layer making one small view per call, instead of the
+            `SimCLRAugment` built from `small_crop_size` and `small_crop_scale` (with the colour
+            and blur settings of `augmenter` when that is a `SimCLRAugment`).
+
+    Raises:
+        ValueError: for fewer than two prototypes, a negative `small_crops`, an empty or
+            out-of-range `small_crop_scale`, or a backbone that cannot encode
+            `small_crop_size` views (a fixed input size, e.g. a Flatten before a Dense).
     """
 
     def __init__(
@@ -58,6 +85,10 @@ class CARL(MultiWorkerFit, keras.Model):
         kl_weight: float = 4.0,
         symmetric: bool = False,
         projection_head: keras.layers.Layer | None = None,
+        small_crops: int = 0,
+        small_crop_size: int | None = None,
+        small_crop_scale: Sequence[float] = (0.05, 0.14),
+        small_augmenter: keras.layers.Layer | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -67,6 +98,26 @@ class CARL(MultiWorkerFit, keras.Model):
         self.num_prototypes = int(num_prototypes)
         self.symmetric = bool(symmetric)
         self.augmenter = augmenter if augmenter is not None else _default_augmenter(backbone)
+        self.small_crops = int(small_crops)
+        self.small_crop_scale = tuple(float(v) for v in small_crop_scale)
+        self.small_crop_size = None if small_crop_size is None else int(small_crop_size)
+        # Nothing is built without small crops: even an unused SeedGenerator would draw from
+        # the global seed and change every weight initialized after it.
+        self.small_augmenter = None
+        if self.small_crops < 0:
+            raise ValueError(f"small_crops must be 0 or more, got {small_crops}")
+        if self.small_crops:
+            low, high = self.small_crop_scale
+            if not 0.0 < low <= high <= 1.0:
+                raise ValueError(
+                    f"small_crop_scale must satisfy 0 < min <= max <= 1, got {small_crop_scale}"
+                )
+            if self.small_crop_size is None:
+                self.small_crop_size = _global_view_size(self.augmenter, backbone) // 2
+            self.small_augmenter = small_augmenter or _small_augmenter(
+                self.augmenter, self.small_crop_size, self.small_crop_scale
+            )
+            _accept_view_size(backbone, self.small_crop_size)
         self.projection_head = projection_head or ProjectionHead(
             projection_hidden_units,
             projection_dim,
@@ -113,9 +164,9 @@ class CARL(MultiWorkerFit, keras.Model):
         return ops.softmax(ops.cast(energies, "float32"), axis=-1)
 
     def train_step(self, data):
-        view_a, view_b = self._views(data)
+        view_a, view_b, small_views = self._views(data)
         with tf.GradientTape() as tape:
-            figures = self._objective(view_a, view_b, training=True)
+            figures = self._objective(view_a, view_b, training=True, small_views=small_views)
             self.prototype_usage.update_state(figures.pop("anchor_probabilities"))
             # Keras sums the replicas' gradients; every replica holds the same global loss.
             replica_loss = figures["loss"] / distributed.num_replicas()
@@ -125,8 +176,8 @@ class CARL(MultiWorkerFit, keras.Model):
         return self._update_trackers(figures)
 
     def test_step(self, data):
-        view_a, view_b = self._views(data)
-        figures = self._objective(view_a, view_b, training=False)
+        view_a, view_b, small_views = self._views(data)
+        figures = self._objective(view_a, view_b, training=False, small_views=small_views)
         # The KL weight is a setting of the epoch, not a figure of the validation data.
         del figures["kl_weight"], figures["anchor_probabilities"]
         return self._update_trackers(figures)
@@ -144,28 +195,49 @@ class CARL(MultiWorkerFit, keras.Model):
         return super().fit(x, y, **kwargs)
 
     def _views(self, data):
-        """Two views per image: the caller's `(a, b)` pair, or made on device from raw images or
-        from the input pipeline's two crops of each image."""
+        """Two global views per image and the tuple of its `small_crops` small views.
+
+        The global views are the caller's `(a, b)` pair, or made on device from raw images or
+        from the input pipeline's two crops of each image; the small views from the raw images,
+        or alternately from the first and second view (crop) of each pair.
+        """
         batch = split_batch(data)
         if batch.views is not None:
-            return batch.views
-        if batch.crops is not None:
-            return tuple(
-                self.augmenter(batch.crops[:, i], training=True, crop=False) for i in range(2)
-            )
-        return tuple(self.augmenter(batch.images, training=True) for _ in range(2))
+            global_views, sources = batch.views, batch.views
+        elif batch.crops is not None:
+            sources = (batch.crops[:, 0], batch.crops[:, 1])
+            global_views = tuple(self.augmenter(c, training=True, crop=False) for c in sources)
+        else:
+            global_views = tuple(self.augmenter(batch.images, training=True) for _ in range(2))
+            sources = (batch.images, batch.images)
+        small_views = tuple(
+            self.small_augmenter(sources[i % 2], training=True) for i in range(self.small_crops)
+        )
+        return (*global_views, small_views)
 
-    def _objective(self, view_a, view_b, training):
-        """Eq. 7 on the global batch: consistency (eq. 4) + lambda_e * KL to uniform (eqs. 5-6)."""
+    def _objective(self, view_a, view_b, training, small_views=()):
+        """Eq. 7 on the global batch: consistency (eq. 4) + lambda_e * KL to uniform (eqs. 5-6).
+
+        With `small_views`, the consistency is the multi-crop mean over all (anchor, target)
+        pairs (`losses.per_example_multi_crop_consistency`); the KL stays on the global anchors.
+        """
         p_a = self.assign(view_a, training=training)
         p_b = self.assign(view_b, training=training)
         # Fig. 1: the positive view is a target, not trained through.
         pairs = [(p_a, ops.stop_gradient(p_b))]
         if self.symmetric:
             pairs.append((p_b, ops.stop_gradient(p_a)))
+        per_example = [losses.per_example_consistency(a, t) for a, t in pairs]
+        if small_views:
+            # One figure for every anchor: each pair's batch mean is then the multi-crop mean.
+            p_small = self._assign_small(small_views, training)
+            shared = losses.per_example_multi_crop_consistency(
+                p_small, (p_a, p_b), symmetric=self.symmetric
+            )
+            per_example = [shared] * len(pairs)
         consistency, kl, used = [], [], []
-        for p_anchor, p_positive in pairs:
-            c, k, u = self._global_terms(p_anchor, p_positive)
+        for (p_anchor, _), summands in zip(pairs, per_example):
+            c, k, u = self._global_terms(p_anchor, summands)
             consistency.append(c)
             kl.append(k)
             used.append(u)
@@ -181,16 +253,22 @@ class CARL(MultiWorkerFit, keras.Model):
             "prototypes_in_use": used[0],
         }
 
-    def _global_terms(self, p_anchor, p_positive):
+    def _assign_small(self, small_views, training):
+        """The small views' assignments, `(batch, K)` each, from one call of the encoder."""
+        p_small = self.assign(ops.concatenate(small_views, axis=0), training=training)
+        return ops.split(p_small, len(small_views), axis=0)
+
+    def _global_terms(self, p_anchor, per_example_consistency):
         """Consistency, KL and prototypes in use over the global batch (one all-reduce).
 
-        The KL is not linear in the batch, so its batch mean (eq. 6) is the mean over all
-        replicas' anchors, not a mean of per-replica KLs.
+        `per_example_consistency` (batch,) holds the summands of eq. 4 for this anchor. The KL
+        is not linear in the batch, so its batch mean (eq. 6) is the mean over all replicas'
+        anchors, not a mean of per-replica KLs.
         """
         k = self.num_prototypes
         local = ops.concatenate(
             [
-                ops.sum(losses.per_example_consistency(p_anchor, p_positive))[None],
+                ops.sum(per_example_consistency)[None],
                 ops.cast(ops.shape(p_anchor)[0], "float32")[None],
                 ops.sum(p_anchor, axis=0),
                 ops.stop_gradient(ops.sum(ops.one_hot(ops.argmax(p_anchor, axis=-1), k), axis=0)),
@@ -218,6 +296,14 @@ class CARL(MultiWorkerFit, keras.Model):
             "augmenter": keras.saving.serialize_keras_object(self.augmenter),
             "kl_weight": float(ops.convert_to_numpy(self.kl_weight)),
             "symmetric": self.symmetric,
+            "small_crops": self.small_crops,
+            "small_crop_size": self.small_crop_size,
+            "small_crop_scale": list(self.small_crop_scale),
+            "small_augmenter": (
+                keras.saving.serialize_keras_object(self.small_augmenter)
+                if self.small_augmenter is not None
+                else None
+            ),
         }
 
     @classmethod
@@ -225,6 +311,10 @@ class CARL(MultiWorkerFit, keras.Model):
         config = dict(config)
         config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
         config["augmenter"] = keras.saving.deserialize_keras_object(config["augmenter"])
+        if config.get("small_augmenter") is not None:
+            config["small_augmenter"] = keras.saving.deserialize_keras_object(
+                config["small_augmenter"]
+            )
         config["projection_head"] = keras.saving.deserialize_keras_object(config["projection_head"])
         return cls(**config)
 
@@ -285,3 +375,53 @@ def _default_augmenter(backbone: keras.Model) -> keras.layers.Layer:
             "the backbone's input size is not fixed; pass augmenter=SimCLRAugment(image_size=...)"
         )
     return SimCLRAugment(image_size=int(size))
+
+
+def _global_view_size(augmenter: keras.layers.Layer, backbone: keras.Model) -> int:
+    """The side of the global views: the augmenter's `image_size`, else the backbone's input."""
+    size = getattr(augmenter, "image_size", None) or backbone.input_shape[1]
+    if size is None:
+        raise ValueError("the global view size is not known; pass small_crop_size=...")
+    return int(size)
+
+
+def _small_augmenter(augmenter, size: int, scale: tuple[float, float]) -> SimCLRAugment:
+    """SimCLR views of side `size` from crops of area `scale`, coloured as `augmenter` colours.
+
+    Its seed is one past the main augmenter's (a fresh one when that has none): the same seed
+    would draw the same crop boxes and colours as the global views.
+    """
+    if not isinstance(augmenter, SimCLRAugment):
+        return SimCLRAugment(image_size=size, crop_scale=scale, name="small_augmenter")
+    config = augmenter.get_config()
+    seed = config["seed"]
+    config.update(
+        image_size=size,
+        crop_scale=list(scale),
+        seed=None if seed is None else seed + 1,
+        name="small_augmenter",
+    )
+    return SimCLRAugment.from_config(config)
+
+
+def _accept_view_size(backbone: keras.Model, size: int) -> None:
+    """Lets `backbone` encode `size x size` views, or raises ValueError if it cannot.
+
+    A functional backbone checks its input against the size it was built for; carl_tf's ResNets
+    (and any net that ends in global pooling) compute at every size, so that check is relaxed
+    to the rank and channels. `backbone.input_shape`, which export and evaluation read, keeps
+    the built size. A net that needs its built size (a Flatten before a Dense) is refused.
+    """
+    channels = backbone.input_shape[-1] if hasattr(backbone, "inputs") else 3
+    previous = backbone.input_spec
+    backbone.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: channels})
+    try:
+        # An eager call on one blank view: a symbolic one does not check the layers' weights.
+        backbone(ops.zeros((1, size, size, channels)), training=False)
+    except Exception as error:  # whatever a layer raises for a shape it cannot take
+        backbone.input_spec = previous
+        raise ValueError(
+            f"the backbone {backbone.name!r} cannot encode {size}x{size} small crops (its "
+            f"input size is fixed: {type(error).__name__}); use a backbone that ends in global "
+            "pooling, or small_crops=0"
+        ) from error

@@ -119,6 +119,10 @@ FIELDS: dict[str, Callable[[object], str | None]] = {
     "weight_decay": _real(0.0),
     "crop_min_scale": _real(0.0, 1.0, open_low=True),
     "blur_probability": _real(0.0, 1.0),
+    "small_crops": _integer(0),
+    "small_crop_size": _integer(1),
+    "small_crop_min_scale": _real(0.0, 1.0, open_low=True),
+    "small_crop_max_scale": _real(0.0, 1.0, open_low=True),
     "knn_every": _integer(0),
     "knn_bank_size": _integer(0),
     "knn_k": _integer(1),
@@ -131,6 +135,14 @@ FIELDS: dict[str, Callable[[object], str | None]] = {
     "jit_compile": _boolean,
 }
 
+
+# Fields that do nothing while another is off (0 or false): a run recorded before they existed
+# resumes while that one stays off, whatever values they hold (carl_tf.run.rundir).
+SWITCHED_BY = {
+    "small_crop_size": "small_crops",
+    "small_crop_min_scale": "small_crops",
+    "small_crop_max_scale": "small_crops",
+}
 
 # What a run directory records beside the fields in config.json (carl_tf.run.rundir): not
 # settings, so they are neither checked nor compared.
@@ -172,6 +184,18 @@ def validate_config(config) -> None:
             "warmup_epochs",
             f"warmup_epochs ({values['warmup_epochs']}) must be fewer than epochs "
             f"({values['epochs']})",
+        )
+    if values["small_crop_size"] > values["image_size"]:
+        raise ConfigFieldError(
+            "small_crop_size",
+            f"small_crop_size ({values['small_crop_size']}) must be at most image_size "
+            f"({values['image_size']})",
+        )
+    if values["small_crop_min_scale"] > values["small_crop_max_scale"]:
+        raise ConfigFieldError(
+            "small_crop_min_scale",
+            f"small_crop_min_scale ({values['small_crop_min_scale']}) must be at most "
+            f"small_crop_max_scale ({values['small_crop_max_scale']})",
         )
 
 

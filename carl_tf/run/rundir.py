@@ -21,7 +21,7 @@ import zipfile
 from collections.abc import Iterator
 
 from carl_tf.errors import RunDirectoryError
-from carl_tf.run.config import RECORD_KEYS, config_from_json
+from carl_tf.run.config import RECORD_KEYS, SWITCHED_BY, config_from_json
 
 METRICS_COLUMNS = (
     "epoch",
@@ -305,14 +305,19 @@ def _changed_fields(previous: dict, config: dict, extensions: list[dict]) -> lis
     """Fields whose values differ; a restart extension's kept lambda decay does not count.
 
     Neither does a field of `NOT_COMPARED`, nor one that the run's record lacks (added to
-    carl_tf after the run began) and that `config` leaves off (0, false or empty).
+    carl_tf after the run began) and that `config` leaves off (0, false or empty) or that does
+    nothing while the field of `SWITCHED_BY` it depends on is off.
     """
+
+    def inert(k):
+        return k in SWITCHED_BY and not config.get(SWITCHED_BY[k])
+
     changed = sorted(
         k
         for k in set(previous) | set(config)
         if k not in NOT_COMPARED
         and previous.get(k) != config.get(k)
-        and (k in previous or config.get(k))
+        and (k in previous or (config.get(k) and not inert(k)))
     )
     last = extensions[-1] if extensions else None
     if last and last["schedules"] == "restart" and last["to_epochs"] == config.get("epochs"):

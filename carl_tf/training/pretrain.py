@@ -213,6 +213,9 @@ def build_model(config, steps_per_epoch: int, cycle_start_epoch: int = 0) -> CAR
         augmenter=augmenter,
         kl_weight=config.kl_start,
         symmetric=config.symmetric,
+        small_crops=config.small_crops,
+        small_crop_size=config.small_crop_size,
+        small_crop_scale=(config.small_crop_min_scale, config.small_crop_max_scale),
     )
     optimizer = build_optimizer(config, steps_per_epoch, cycle_start_epoch)
     model.compile(optimizer=optimizer, jit_compile=config.jit_compile)
