@@ -115,3 +115,14 @@ def test_inference_assignments_use_about_as_many_prototypes_as_training_after_a_
         )
     )
     assert inference >= 0.5 * batch_statistics, (inference, batch_statistics)
+
+
+def test_train_on_batch_takes_images_and_view_pairs():
+    """Keras hands `train_on_batch(x)` over as `(x, None)`; a pair of views stays a pair."""
+    model = small_carl()
+    model.compile(optimizer="sgd")
+    x = images(8).astype("float32")
+    for batch in (x, (x, x[:, :, ::-1])):
+        figures = model.train_on_batch(batch, return_dict=True)
+        assert np.isfinite(figures["loss"])
+    assert int(model.optimizer.iterations.numpy()) == 2

@@ -76,8 +76,9 @@ def split_batch(data) -> Batch:
             )
         return Batch(images=as_rgb(data[key]))
     if isinstance(data, (tuple, list)):
-        if len(data) == 1 or (len(data) >= 2 and len(data[1].shape) != 4):
-            return split_batch(data[0])  # (images,) or (images, labels[, weights])
+        if len(data) == 1 or (len(data) >= 2 and (data[1] is None or len(data[1].shape) != 4)):
+            # (images,), (images, labels[, weights]), or train_on_batch's (x, None)
+            return split_batch(data[0])
         if len(data) == 2:
             return Batch(views=(as_rgb(data[0]), as_rgb(data[1])))
         raise ValueError(f"a batch of {len(data)} tensors of images; CARL.fit takes {ACCEPTED}")
