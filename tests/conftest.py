@@ -24,3 +24,15 @@ def two_replicas() -> tf.distribute.MirroredStrategy:
     keeps one per process for the same reason.
     """
     return tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")])
+
+
+@pytest.fixture(autouse=True)
+def keep_the_dtype_policy():
+    """Restores Keras's global dtype policy after each test: a run in the test's process
+    (`carl_tf.pretrain` with `precision=auto`) sets mixed_bfloat16 on CPUs with native bfloat16,
+    which would make every later test's models compute in bfloat16."""
+    import keras
+
+    policy = keras.config.dtype_policy()
+    yield
+    keras.config.set_dtype_policy(policy)

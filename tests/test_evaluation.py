@@ -275,3 +275,21 @@ def test_linear_probe_keeps_the_backbone_frozen():
     for old, new in zip(before, backbone.get_weights()):
         np.testing.assert_array_equal(old, new)
     assert backbone.trainable and len(backbone.trainable_weights) == 4
+
+
+def test_feature_extraction_does_not_keep_the_model_alive():
+    """The traced inference function of a model is dropped with the model (no leak per run)."""
+    import gc
+    import weakref
+
+    from carl_tf.evaluation import features
+    from carl_tf.method.backbones import build_backbone
+
+    backbone = build_backbone("resnet18", width=4, image_size=16)
+    first = features.extract_features(backbone, np.zeros((3, 16, 16, 3), np.uint8), batch_size=4)
+    again = features.extract_features(backbone, np.zeros((3, 16, 16, 3), np.uint8), batch_size=4)
+    np.testing.assert_array_equal(first, again)
+    alive = weakref.ref(backbone)
+    del backbone
+    gc.collect()
+    assert alive() is None

@@ -21,7 +21,9 @@ def _infer(model: keras.Model, images: np.ndarray | tf.Tensor) -> np.ndarray:
     batch together.
     """
     if model not in _INFERENCE:
-        _INFERENCE[model] = tf.function(lambda batch: model(batch, training=False))
+        # Through a weak reference: the function must not keep its key, the model, alive.
+        held = weakref.ref(model)
+        _INFERENCE[model] = tf.function(lambda batch: held()(batch, training=False))
     return np.asarray(_INFERENCE[model](tf.cast(images, tf.float32)), dtype=np.float32)
 
 
