@@ -1,9 +1,14 @@
-"""SimCLR view distribution as a batched Keras layer run on device.
+"""SimCLR view distribution as a batched Keras layer run on device, on every Keras backend.
 
 tf.data only decodes and batches; `SimCLRAugment` is called inside `train_step`, once per view,
 so both views of a batch are made by a handful of batched kernels instead of per-image Python or
 `tf.map_fn`. Every random choice (crop box, flip, jitter factors, grayscale, blur sigma) is drawn
 per image as a `(batch,)` tensor, and the whole view is made in one XLA-compiled function.
+
+The method is written in `keras.ops`, so it runs under TensorFlow and JAX alike; TensorFlow
+appears only at two edges, imported when Keras runs on it: its stateless uniform op (Keras's
+TensorFlow backend takes no seed tensor) and the `tf.function(jit_compile=True)` around the
+view. Under JAX, Keras jits the whole train step, view included.
 
 The distribution follows SimCLR (Chen et al., 2020, arXiv 2002.05709, appendix A) as written in
 torchvision: `RandomResizedCrop`, `RandomHorizontalFlip`, `RandomApply(ColorJitter)`,
@@ -14,7 +19,9 @@ import math
 
 import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
+
+from carl_tf.method import distributed
 
 # ITU-R 601-2 luma, the weights torchvision's rgb_to_grayscale uses.
 _GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
@@ -23,14 +30,45 @@ _MAX_VALUE = 255.0
 _CROP_ATTEMPTS = 10
 
 
+def _on_tensorflow() -> bool:
+    return keras.backend.backend() == "tensorflow"
+
+
+def _stateless_uniform(shape, seed):
+    """Float32 draws uniform in `[0, 1)`, a pure function of `shape` and the `(2,)` `seed`.
+
+    `keras.random.uniform` takes a seed tensor only under JAX, as key data; under TensorFlow
+    this is `tf.random.stateless_uniform`, the op `keras.random.uniform` itself calls there.
+    """
+    if _on_tensorflow():
+        import tensorflow as tf  # only under the TensorFlow backend
+
+        return tf.random.stateless_uniform(shape, seed)
+    return keras.random.uniform(shape, seed=ops.cast(seed, "uint32"))
+
+
+def _xla_compiled_on_tensorflow(method):
+    """Wraps `method` in `tf.function(jit_compile=True)` under TensorFlow; else returns it.
+
+    Keras compiles the JAX train step as a whole, view included, so only TensorFlow, which runs
+    `train_step` as a graph of separate kernels unless the model is compiled with
+    `jit_compile=True`, needs the view compiled on its own.
+    """
+    if not _on_tensorflow():
+        return method
+    import tensorflow as tf  # only under the TensorFlow backend
+
+    return tf.function(method, jit_compile=True)
+
+
 def sample_crop_boxes(
-    batch_size: int | tf.Tensor,
-    height: int | tf.Tensor,
-    width: int | tf.Tensor,
+    batch_size,
+    height,
+    width,
     scale: tuple[float, float] = (0.08, 1.0),
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
-    seed: tf.Tensor | tuple[int, int] = (0, 0),
-) -> tf.Tensor:
+    seed=(0, 0),
+):
     """Samples one random-resized-crop window per image, as torchvision does.
 
     For each image, up to ten candidates are drawn: area fraction uniform in `scale`, aspect
@@ -40,55 +78,54 @@ def sample_crop_boxes(
     at once, so the loop of torchvision becomes an argmax over a `(batch, 10)` mask.
 
     Args:
-        batch_size: Number of windows B.
-        height: Image height H in pixels.
-        width: Image width W in pixels.
+        batch_size: Number of windows B, an int or a scalar tensor.
+        height: Image height H in pixels, an int or a scalar tensor.
+        width: Image width W in pixels, an int or a scalar tensor.
         scale: Range of the crop area as a fraction of H * W.
         ratio: Range of the crop aspect ratio, width / height.
-        seed: Stateless seed of shape `(2,)`, as for `tf.random.stateless_uniform`.
+        seed: Stateless seed of shape `(2,)`, a pair of ints or an integer tensor; the same
+            seed gives the same windows.
 
     Returns:
         Float32 tensor of shape `(B, 4)` holding `(top, left, crop_height, crop_width)` in whole
         pixels, with `0 <= top <= H - crop_height` and `0 <= left <= W - crop_width`.
     """
-    height = tf.cast(height, tf.float32)
-    width = tf.cast(width, tf.float32)
-    draws = tf.random.stateless_uniform((batch_size, 2 * _CROP_ATTEMPTS + 2), seed)
+    height = ops.cast(height, "float32")
+    width = ops.cast(width, "float32")
+    draws = _stateless_uniform((batch_size, 2 * _CROP_ATTEMPTS + 2), seed)
     area_draws, ratio_draws = draws[:, :_CROP_ATTEMPTS], draws[:, _CROP_ATTEMPTS:-2]
     area = height * width * (scale[0] + area_draws * (scale[1] - scale[0]))
     log_ratio = math.log(ratio[0]) + ratio_draws * (math.log(ratio[1]) - math.log(ratio[0]))
-    aspect = tf.exp(log_ratio)
-    # tf.round rounds half to even, like Python's round() in torchvision.
-    crop_w = tf.round(tf.sqrt(area * aspect))
-    crop_h = tf.round(tf.sqrt(area / aspect))
+    aspect = ops.exp(log_ratio)
+    # ops.round rounds half to even, like Python's round() in torchvision.
+    crop_w = ops.round(ops.sqrt(area * aspect))
+    crop_h = ops.round(ops.sqrt(area / aspect))
     fits = (crop_w > 0) & (crop_w <= width) & (crop_h > 0) & (crop_h <= height)
-    first = tf.argmax(tf.cast(fits, tf.int32), axis=1, output_type=tf.int32)
-    crop_h = tf.gather(crop_h, first, axis=1, batch_dims=1)
-    crop_w = tf.gather(crop_w, first, axis=1, batch_dims=1)
+    first = ops.argmax(ops.cast(fits, "int32"), axis=1)[:, None]
+    crop_h = ops.take_along_axis(crop_h, first, axis=1)[:, 0]
+    crop_w = ops.take_along_axis(crop_w, first, axis=1)[:, 0]
 
     # floor(u * n) is uniform on {0, ..., n - 1}; the minimum guards u * n rounding up to n.
-    top = tf.minimum(tf.floor(draws[:, -2] * (height - crop_h + 1)), height - crop_h)
-    left = tf.minimum(tf.floor(draws[:, -1] * (width - crop_w + 1)), width - crop_w)
+    top = ops.minimum(ops.floor(draws[:, -2] * (height - crop_h + 1)), height - crop_h)
+    left = ops.minimum(ops.floor(draws[:, -1] * (width - crop_w + 1)), width - crop_w)
 
     # Fallback when no candidate fits: the largest centred crop with ratio clamped to `ratio`.
     in_ratio = width / height
-    fallback_w = tf.where(in_ratio > ratio[1], tf.round(height * ratio[1]), width)
-    fallback_h = tf.where(in_ratio < ratio[0], tf.round(width / ratio[0]), height)
-    fallback = tf.stack(
+    fallback_w = ops.where(in_ratio > ratio[1], ops.round(height * ratio[1]), width)
+    fallback_h = ops.where(in_ratio < ratio[0], ops.round(width / ratio[0]), height)
+    fallback = ops.stack(
         [
-            tf.floor((height - fallback_h) / 2),
-            tf.floor((width - fallback_w) / 2),
+            ops.floor((height - fallback_h) / 2),
+            ops.floor((width - fallback_w) / 2),
             fallback_h,
             fallback_w,
         ]
     )
-    boxes = tf.stack([top, left, crop_h, crop_w], axis=1)
-    return tf.where(tf.reduce_any(fits, axis=1)[:, None], boxes, fallback[None, :])
+    boxes = ops.stack([top, left, crop_h, crop_w], axis=1)
+    return ops.where(ops.any(fits, axis=1)[:, None], boxes, fallback[None, :])
 
 
-def _bilinear_taps(
-    start: tf.Tensor, length: tf.Tensor, extent: tf.Tensor, size: int, flip: tf.Tensor | None
-) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+def _bilinear_taps(start, length, extent, size: int, flip):
     """Bilinear taps along one axis for resizing windows `[start, start + length)` to `size`.
 
     Half-pixel sample centres clamped to the window, as `tf.image.resize` (bilinear, no
@@ -105,34 +142,39 @@ def _bilinear_taps(
         `(low, high, frac)`, each `(B, S)`: int32 indices of the two taps and the weight of
         `high`.
     """
-    centres = tf.range(size, dtype=tf.float32) + 0.5
+    centres = ops.arange(size, dtype="float32") + 0.5
     position = start[:, None] + centres[None, :] * (length[:, None] / size) - 0.5
-    position = tf.clip_by_value(position, start[:, None], (start + length - 1.0)[:, None])
+    position = ops.minimum(ops.maximum(position, start[:, None]), (start + length - 1.0)[:, None])
     if flip is not None:
-        position = tf.where(flip[:, None], tf.reverse(position, axis=[1]), position)
-    low = tf.floor(position)
-    low_index = tf.cast(low, tf.int32)
-    high_index = tf.minimum(low_index + 1, tf.cast(extent, tf.int32) - 1)
+        position = ops.where(flip[:, None], ops.flip(position, axis=1), position)
+    low = ops.floor(position)
+    low_index = ops.cast(low, "int32")
+    high_index = ops.minimum(low_index + 1, ops.cast(extent, "int32") - 1)
     return low_index, high_index, position - low
 
 
-def crop_and_resize(
-    images: tf.Tensor, boxes: tf.Tensor, size: int, flip: tf.Tensor | None = None
-) -> tf.Tensor:
+def crop_and_resize(images, boxes, size: int, flip=None):
     """Crops one window per image, optionally mirrors it, and resizes it to `size x size`.
 
-    Separable bilinear resampling: per-image gathers of two rows per output row and a blend,
-    then the same for columns, O(B * S * (W + S) * C). Equals `tf.image.resize` (bilinear) of
-    each cropped window.
+    Separable bilinear resampling: gathers of two columns per output column and a blend, then
+    the same for rows, O(B * S * (H + S) * C). Equals `tf.image.resize` (bilinear) of each
+    cropped window.
+
+    Each pass is one `ops.take` on the batch flattened with the image index folded into the
+    gathered axis, which every backend lowers to a plain gather. The column pass runs first:
+    measured with benchmarks/view_making.py at 96 px (B = 256, CPU, XLA), columns then rows
+    ran at 1.27x the speed of rows then columns, as the second gather then moves whole rows
+    of `S * C` values; TensorFlow's `tf.gather(batch_dims=1)` in the old row-first order ran
+    at the speed of the row-first `ops.take`, and `ops.take_along_axis` (which broadcasts its
+    indices to the output shape) at 0.08-0.12x, a one-hot matrix product at 0.36-0.75x.
 
     Why not `tf.image.crop_and_resize` with one box per image: it is batched too, but has no
-    XLA kernel. Measured with benchmarks/view_making.py (B = 256, CPU shared with other jobs,
-    six runs): alone, it ran at 0.85-2.3x the speed of these gathers under XLA at 32 px
-    (median 1.3x) and 0.8-1.5x at 96 px (median 0.9x). Inside `SimCLRAugment`, where the
-    gathers fuse with the colour ops in one XLA function, the layer was 1.01-1.06x faster with
-    the gathers at both sizes (interleaved runs), and it stays compilable with
-    `jit_compile=True`.
-    `keras_cv.layers.RandomCropAndResize` was slowest (4-6x slower than these gathers under
+    XLA kernel and no JAX counterpart. Measured with benchmarks/view_making.py (B = 256, CPU
+    shared with other jobs, six runs): alone, it ran at 0.85-2.3x the speed of the gathers
+    under XLA at 32 px (median 1.3x) and 0.8-1.5x at 96 px (median 0.9x). Inside
+    `SimCLRAugment`, where the gathers fuse with the colour ops in one XLA function, the layer
+    was 1.01-1.06x faster with the gathers at both sizes (interleaved runs).
+    `keras_cv.layers.RandomCropAndResize` was slowest (4-6x slower than the gathers under
     XLA at 32 px, 1.4-2.4x at 96 px): its per-image `vectorized_map` falls back to a
     while_loop, as CropAndResize has no pfor converter.
 
@@ -146,19 +188,23 @@ def crop_and_resize(
     Returns:
         `(B, S, S, C)` float32 crops.
     """
-    top, left, crop_h, crop_w = tf.unstack(boxes, axis=1)
-    shape = tf.shape(images)
-    low, high, frac = _bilinear_taps(top, crop_h, shape[1], size, None)
-    frac = frac[:, :, None, None]
-    rows = tf.gather(images, low, axis=1, batch_dims=1)  # (B, S, W, C)
-    rows += frac * (tf.gather(images, high, axis=1, batch_dims=1) - rows)
-    low, high, frac = _bilinear_taps(left, crop_w, shape[2], size, flip)
-    frac = frac[:, None, :, None]
-    crops = tf.gather(rows, low, axis=2, batch_dims=1)  # (B, S, S, C)
-    return crops + frac * (tf.gather(rows, high, axis=2, batch_dims=1) - crops)
+    top, left, crop_h, crop_w = ops.unstack(boxes, num=4, axis=1)
+    batch, height, width, channels = ops.shape(images)
+    # Columns: pixel (b, y, x) is row b * H * W + y * W + x of the (B * H * W, C) batch.
+    low, high, frac = _bilinear_taps(left, crop_w, width, size, flip)
+    first = ops.reshape(ops.arange(batch * height) * width, (batch, height, 1))
+    pixels = ops.reshape(images, (-1, channels))
+    cols = ops.take(pixels, first + low[:, None, :], axis=0)  # (B, H, S, C)
+    cols += frac[:, None, :, None] * (ops.take(pixels, first + high[:, None, :], axis=0) - cols)
+    # Rows: row (b, y) is row b * H + y of the (B * H, S, C) batch.
+    low, high, frac = _bilinear_taps(top, crop_h, height, size, None)
+    first = ops.arange(batch)[:, None] * height
+    rows = ops.reshape(cols, (-1, size, channels))
+    crops = ops.take(rows, first + low, axis=0)  # (B, S, S, C)
+    return crops + frac[:, :, None, None] * (ops.take(rows, first + high, axis=0) - crops)
 
 
-def grayscale(images: tf.Tensor) -> tf.Tensor:
+def grayscale(images):
     """Luma of RGB images, repeated over 3 channels.
 
     Args:
@@ -167,17 +213,12 @@ def grayscale(images: tf.Tensor) -> tf.Tensor:
     Returns:
         `(B, H, W, 3)` images with three equal channels.
     """
-    luma = tf.tensordot(images, tf.constant(_GRAY_WEIGHTS, images.dtype), axes=[[-1], [0]])
-    return tf.repeat(luma[..., None], 3, axis=-1)
+    weights = ops.convert_to_tensor(_GRAY_WEIGHTS, images.dtype)
+    luma = ops.tensordot(images, weights, axes=[[-1], [0]])
+    return ops.repeat(luma[..., None], 3, axis=-1)
 
 
-def color_jitter(
-    images: tf.Tensor,
-    brightness: tf.Tensor,
-    contrast: tf.Tensor,
-    saturation: tf.Tensor,
-    hue: tf.Tensor,
-) -> tf.Tensor:
+def color_jitter(images, brightness, contrast, saturation, hue):
     """torchvision's ColorJitter with per-image factors, in the fixed order b, c, s, h.
 
     torchvision shuffles the four operations per call; a fixed order keeps the whole batch on
@@ -197,20 +238,21 @@ def color_jitter(
 
     def blend(image, other, factor):
         factor = factor[:, None, None, None]
-        return tf.clip_by_value(factor * image + (1.0 - factor) * other, 0.0, _MAX_VALUE)
+        return ops.clip(factor * image + (1.0 - factor) * other, 0.0, _MAX_VALUE)
 
-    images = tf.clip_by_value(images * brightness[:, None, None, None], 0.0, _MAX_VALUE)
+    images = ops.clip(images * brightness[:, None, None, None], 0.0, _MAX_VALUE)
     gray = grayscale(images)
-    images = blend(images, tf.reduce_mean(gray, axis=[1, 2, 3], keepdims=True), contrast)
+    images = blend(images, ops.mean(gray, axis=(1, 2, 3), keepdims=True), contrast)
     images = blend(images, grayscale(images), saturation)
     # rgb_to_hsv and hsv_to_rgb are elementwise, so they run on the whole batch at once.
-    hsv = tf.image.rgb_to_hsv(images / _MAX_VALUE)
-    shifted_hue = tf.math.floormod(hsv[..., 0] + hue[:, None, None], 1.0)
-    hsv = tf.concat([shifted_hue[..., None], hsv[..., 1:]], axis=-1)
-    return tf.clip_by_value(tf.image.hsv_to_rgb(hsv) * _MAX_VALUE, 0.0, _MAX_VALUE)
+    hsv = ops.image.rgb_to_hsv(images / _MAX_VALUE, data_format="channels_last")
+    shifted_hue = ops.mod(hsv[..., 0] + hue[:, None, None], 1.0)
+    hsv = ops.concatenate([shifted_hue[..., None], hsv[..., 1:]], axis=-1)
+    rgb = ops.image.hsv_to_rgb(hsv, data_format="channels_last")
+    return ops.clip(rgb * _MAX_VALUE, 0.0, _MAX_VALUE)
 
 
-def _blur_matrices(sigma: tf.Tensor, length: int, kernel_size: int) -> tf.Tensor:
+def _blur_matrices(sigma, length: int, kernel_size: int):
     """Per-image matrices applying a 1-D Gaussian with reflect padding along one axis.
 
     Args:
@@ -224,7 +266,7 @@ def _blur_matrices(sigma: tf.Tensor, length: int, kernel_size: int) -> tf.Tensor
     radius = kernel_size // 2
     taps = np.arange(-radius, radius + 1)
     # Tap k of output i reads input i + k, reflected at the borders (no edge repeat, as
-    # torchvision's reflect padding), so the padding lives in the matrix, not in a tf.pad.
+    # torchvision's reflect padding), so the padding lives in the matrix, not in a pad op.
     source = np.arange(length)[:, None] + taps[None, :]
     source = np.abs(source)
     source = np.where(source > length - 1, 2 * (length - 1) - source, source)
@@ -232,13 +274,13 @@ def _blur_matrices(sigma: tf.Tensor, length: int, kernel_size: int) -> tf.Tensor
     selection[np.arange(kernel_size)[None, :], np.arange(length)[:, None], source] = 1.0
 
     # The floor on sigma^2 turns sigma = 0 into an exact one-hot (identity) kernel.
-    variance = tf.maximum(tf.square(sigma), 1e-12)[:, None]
-    weights = tf.exp(-0.5 * tf.constant(taps**2, tf.float32)[None, :] / variance)
-    weights = weights / tf.reduce_sum(weights, axis=1, keepdims=True)  # (B, K)
-    return tf.einsum("bk,kij->bij", weights, tf.constant(selection))
+    variance = ops.maximum(ops.square(sigma), 1e-12)[:, None]
+    weights = ops.exp(-0.5 * (taps**2).astype(np.float32)[None, :] / variance)
+    weights = weights / ops.sum(weights, axis=1, keepdims=True)  # (B, K)
+    return ops.einsum("bk,kij->bij", weights, selection)
 
 
-def gaussian_blur(images: tf.Tensor, sigma: tf.Tensor, kernel_size: int) -> tf.Tensor:
+def gaussian_blur(images, sigma, kernel_size: int):
     """Separable Gaussian blur with a different sigma per image and reflect padding.
 
     Each 1-D pass is a batched matrix product with per-image banded matrices: on CPU, 2.3-3x
@@ -257,8 +299,8 @@ def gaussian_blur(images: tf.Tensor, sigma: tf.Tensor, kernel_size: int) -> tf.T
     height, width = images.shape[1], images.shape[2]
     rows = _blur_matrices(sigma, height, kernel_size)
     cols = rows if width == height else _blur_matrices(sigma, width, kernel_size)
-    images = tf.einsum("bij,bjwc->biwc", rows, images)
-    return tf.einsum("bvw,bhwc->bhvc", cols, images)
+    images = ops.einsum("bij,bjwc->biwc", rows, images)
+    return ops.einsum("bvw,bhwc->bhvc", cols, images)
 
 
 @keras.saving.register_keras_serializable(package="carl_tf")
@@ -301,7 +343,7 @@ class SimCLRAugment(keras.layers.Layer):
 
     Example:
         >>> augment = SimCLRAugment(image_size=32, seed=0)
-        >>> images = tf.zeros((8, 32, 32, 3), tf.uint8)
+        >>> images = np.zeros((8, 32, 32, 3), np.uint8)
         >>> view_1, view_2 = augment(images), augment(images)
     """
 
@@ -347,33 +389,44 @@ class SimCLRAugment(keras.layers.Layer):
         # TFDS features, where the model takes images).
         self.built = True
 
-    def _next_seed(self) -> tf.Tensor:
-        """A fresh `(2,)` stateless seed, different on every call and on every replica."""
-        seed = keras.random.randint((2,), 0, 2**31 - 1, dtype="int32", seed=self.seed_generator)
-        # Under MirroredStrategy the generator state is mirrored, so without the replica id
-        # every replica would give image i of its shard the same crop, flip and colours.
-        context = tf.distribute.get_replica_context()
-        replica = 0 if context is None else context.replica_id_in_sync_group
-        return tf.random.experimental.stateless_fold_in(seed, replica)
+    def _next_seeds(self) -> tuple:
+        """Two fresh `(2,)` stateless seeds (crop, other draws), new on every call and replica.
 
-    def call(self, images: tf.Tensor, training: bool = True, crop: bool = True) -> tf.Tensor:
-        images = tf.cast(images, tf.float32)
+        Under MirroredStrategy the generator's state is mirrored, so each replica takes its
+        own row of a `(replicas, 2, 2)` draw; otherwise every replica would give image i of
+        its shard the same crop, flip and colours. Under JAX there is one replica, and inside
+        a jitted step the generator's state is a traced value that Keras carries between steps.
+        """
+        seeds = keras.random.randint(
+            (distributed.num_replicas(), 2, 2),
+            0,
+            2**31 - 1,
+            dtype="int32",
+            seed=self.seed_generator,
+        )
+        seeds = ops.take(seeds, distributed.replica_id(), axis=0)
+        return seeds[0], seeds[1]
+
+    def call(self, images, training: bool = True, crop: bool = True):
+        images = ops.cast(images, "float32")
         if not training:
-            return tf.image.resize(images, (self.image_size, self.image_size))
+            return ops.image.resize(
+                images, (self.image_size, self.image_size), data_format="channels_last"
+            )
 
-        shape = tf.shape(images)
+        shape = ops.shape(images)
         batch_size = shape[0]
-        crop_seed, draw_seed = tf.unstack(tf.random.experimental.stateless_split(self._next_seed()))
+        crop_seed, draw_seed = self._next_seeds()
         if crop:
             boxes = sample_crop_boxes(
                 batch_size, shape[1], shape[2], self.crop_scale, self.crop_ratio, crop_seed
             )
         else:
-            whole = tf.cast(tf.stack([0, 0, shape[1], shape[2]]), tf.float32)
-            boxes = tf.tile(whole[None, :], tf.stack([batch_size, 1]))
+            whole = ops.cast(ops.stack([0, 0, shape[1], shape[2]]), "float32")
+            boxes = ops.zeros((batch_size, 1)) + whole[None, :]
         # One uniform draw per image and per random choice, each of shape (B,).
-        flip, jitter, brightness, contrast, saturation, hue, gray, blur, sigma = tf.unstack(
-            tf.random.stateless_uniform((9, batch_size), draw_seed)
+        flip, jitter, brightness, contrast, saturation, hue, gray, blur, sigma = ops.unstack(
+            _stateless_uniform((9, batch_size), draw_seed), num=9, axis=0
         )
 
         def between(draw, low, high):
@@ -390,23 +443,13 @@ class SimCLRAugment(keras.layers.Layer):
             between(hue, -self.hue, self.hue),
             gray < self.grayscale_probability,
             # sigma 0 is the identity, so unblurred images need no select.
-            tf.where(blur < self.blur_probability, between(sigma, *self.blur_sigma), 0.0),
+            ops.where(blur < self.blur_probability, between(sigma, *self.blur_sigma), 0.0),
         )
 
-    @tf.function(jit_compile=True)
+    @_xla_compiled_on_tensorflow
     def _view(
-        self,
-        images: tf.Tensor,
-        boxes: tf.Tensor,
-        flip: tf.Tensor,
-        jitter: tf.Tensor,
-        brightness: tf.Tensor,
-        contrast: tf.Tensor,
-        saturation: tf.Tensor,
-        hue: tf.Tensor,
-        gray: tf.Tensor,
-        sigma: tf.Tensor,
-    ) -> tf.Tensor:
+        self, images, boxes, flip, jitter, brightness, contrast, saturation, hue, gray, sigma
+    ):
         """Makes the views from the drawn parameters in one XLA function.
 
         The colour ops are about twenty elementwise passes over the batch; XLA fuses them with
@@ -431,9 +474,9 @@ class SimCLRAugment(keras.layers.Layer):
         images = crop_and_resize(images, boxes, self.image_size, flip)
         if self.jitter_probability > 0:
             jittered = color_jitter(images, brightness, contrast, saturation, hue)
-            images = tf.where(jitter[:, None, None, None], jittered, images)
+            images = ops.where(jitter[:, None, None, None], jittered, images)
         if self.grayscale_probability > 0:
-            images = tf.where(gray[:, None, None, None], grayscale(images), images)
+            images = ops.where(gray[:, None, None, None], grayscale(images), images)
         if self.blur_probability > 0 and self.blur_kernel_size > 1:
             images = gaussian_blur(images, sigma, self.blur_kernel_size)
         return images
