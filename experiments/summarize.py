@@ -1,6 +1,7 @@
 """Copies each run's metrics.csv and probe.json into docs/results/ and prints a Markdown table.
 
 python experiments/summarize.py [--runs=/tmp/runs] NAME...
+python experiments/summarize.py --spread NAME...   # mean ± sd of runs already in docs/results/
 
 Wall time is read from the queue logs, RUNS/queue*.log (experiments/run_queue.sh: "trained NAME
 rc=0 in N s", which covers data loading, every epoch, the kNN checks and the export, not the
@@ -13,13 +14,34 @@ import json
 import os
 import re
 import shutil
+import statistics
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "docs", "results")
 
 
+def spread(names):
+    """Prints n, mean ± sample sd and range of the trained backbone's kNN and linear top-1."""
+    figures = {"knn_top1": [], "linear_top1": []}
+    for name in names:
+        with open(os.path.join(RESULTS, f"{name}.probe.json")) as f:
+            records = [json.loads(line) for line in f if line.strip()]
+        trained = next(r for r in records if r["backbone"] == "trained")
+        for field, values in figures.items():
+            values.append(trained[field])
+    for field, values in figures.items():
+        sd = statistics.stdev(values) if len(values) > 1 else float("nan")
+        print(
+            f"{field}: n = {len(values)}, {statistics.mean(values):.2f} ± {sd:.2f} (sd), "
+            f"range {min(values):.2f}-{max(values):.2f}, values {values}"
+        )
+
+
 def main(argv):
+    if argv[:1] == ["--spread"]:
+        spread(argv[1:])
+        return
     runs = "/tmp/runs"
     names = []
     for arg in argv:
