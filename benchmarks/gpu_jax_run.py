@@ -72,6 +72,7 @@ REQUIREMENTS = {
     "namex": "namex",
     "packaging": "packaging",
     "optree": "optree",
+    "typing_extensions": "typing-extensions",
     "ml_collections": "ml_collections",
     "yaml": "pyyaml",
     "PIL": "pillow",

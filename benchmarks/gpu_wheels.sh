@@ -5,12 +5,12 @@
 #   bash benchmarks/gpu_wheels.sh [DIR]      # DIR defaults to benchmarks/gpu_wheels
 #
 # Such a machine already has JAX and what JAX needs (numpy, scipy, ml_dtypes, opt_einsum).
-# What it lacks is Keras and the few pure-Python packages Keras imports at start-up under the
-# JAX backend (absl-py, rich and its markdown-it-py/mdurl/pygments, namex, packaging, optree),
-# ml_collections (the configs) with PyYAML, Pillow (the folder loader) and setuptools, with
-# which pip builds carl_tf from the checkout on the device. Each is fetched without its
-# dependencies (--no-deps): the list is complete for that path, and pip on the device installs
-# only those whose module is missing. h5py (Keras's .keras/.h5 saving) is left out: the run
+# What it lacks is Keras and the few packages Keras imports at start-up under the JAX backend
+# (absl-py, rich and its markdown-it-py/mdurl/pygments, namex, packaging, optree and its
+# typing-extensions), ml_collections (the configs) with PyYAML, Pillow (the folder loader), and
+# setuptools, with which pip builds carl_tf from the checkout on the device. Each is fetched
+# without its dependencies (--no-deps): the list is complete for that path, and pip on the
+# device installs only those whose module is missing. h5py (Keras's .keras/.h5 saving) is left out: the run
 # saves no model.
 #
 # Versions are those requirements.txt and the dev virtualenv test (keras==3.15.1). Pure-Python
@@ -28,9 +28,10 @@ PIP=${PIP:-python -m pip}
 
 PURE=(
   keras==3.15.1 absl-py==2.5.1 rich==15.0.0 markdown-it-py==4.3.0 mdurl==0.1.2
-  pygments==2.21.0 namex==0.1.0 packaging==26.4 ml_collections==1.1.0 "setuptools>=68"
+  pygments==2.21.0 namex==0.1.0 packaging==26.4 typing-extensions==4.16.0
+  ml_collections==1.1.0 "setuptools>=68"
 )
-# Newest release with a wheel for each Python: a pin could lack one for 3.14.
+# The newest release with a wheel for each Python: a pin could lack one for a new Python.
 COMPILED=("pyyaml>=6" "pillow>=10" "optree>=0.13")
 
 mkdir -p "$DIR"
