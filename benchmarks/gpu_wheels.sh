@@ -10,8 +10,8 @@
 # typing-extensions), ml_collections (the configs) with PyYAML, Pillow (the folder loader), and
 # setuptools, with which pip builds carl_tf from the checkout on the device. Each is fetched
 # without its dependencies (--no-deps): the list is complete for that path, and pip on the
-# device installs only those whose module is missing. h5py (Keras's .keras/.h5 saving) is left out: the run
-# saves no model.
+# device installs only those whose module is missing. h5py (Keras's .keras/.h5 saving) is left
+# out: the run saves no model.
 #
 # Versions are those requirements.txt and the dev virtualenv test (keras==3.15.1). Pure-Python
 # packages come as one py3 wheel each; PyYAML, Pillow and optree are compiled, so they come
