@@ -6,6 +6,7 @@ import importlib.util
 import os
 import sys
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -13,6 +14,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from carl_tf import data
+from carl_tf.data import numpy_images
 
 # Uniform grey levels that identify the class of a folder image after decoding and resizing.
 _CLASS_LEVELS = {"ant": 40, "bee": 130, "cow": 220}
@@ -405,3 +407,120 @@ def test_each_shard_shuffles_its_part_in_an_order_of_its_own(tmp_path):
     # With one permutation for both parts, file 2m + 1 would always follow file 2m.
     assert [b - a for a, b in zip(*orders)] != [1] * 32
     assert data.shard_seed(5, (1, 0)) == 5  # a single pipeline keeps the run's seed
+
+
+@pytest.mark.parametrize("size", [5, 20, 24, 32, 40])
+def test_numpy_resize_gives_the_tensorflow_pixels_of_the_digits(size):
+    from sklearn.datasets import load_digits
+
+    gray = load_digits().images[:, :, :, None] * (255.0 / 16.0)
+    resized = tf.image.resize(tf.cast(gray, tf.float32), (size, size), antialias=True)
+    expected = tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8).numpy()
+    np.testing.assert_array_equal(numpy_images.resize(gray, (size, size)), expected)
+
+
+@pytest.mark.parametrize(
+    ("shape", "size"),
+    [((4, 37, 53, 3), (32, 32)), ((3, 32, 32, 3), (96, 96)), ((2, 100, 64, 3), (17, 41))],
+)
+def test_numpy_resize_gives_the_tensorflow_pixels_up_and_down(shape, size):
+    images = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    resized = tf.image.resize(tf.cast(images, tf.float32), size, antialias=True)
+    expected = tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8).numpy()
+    np.testing.assert_array_equal(numpy_images.resize(images, size), expected)
+    np.testing.assert_array_equal(numpy_images.resize(images[0], size), expected[0])
+
+
+def test_pillow_decodes_lossless_formats_as_tensorflow_does(class_folder):
+    paths = sorted(str(p) for p in class_folder.rglob("*") if p.is_file() and p.suffix != ".txt")
+    lossless = [p for p in paths if not p.lower().endswith((".jpg", ".jpeg"))]
+    for path, image in zip(lossless, numpy_images.decode_files(lossless)):
+        expected = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+        np.testing.assert_array_equal(image, expected.numpy(), err_msg=path)
+    assert numpy_images.decode_file(str(class_folder / "cow" / "notes.txt")) is None
+    assert numpy_images.decode_file(str(class_folder / "missing.png")) is None
+
+
+def test_pillow_decodes_jpegs_within_a_few_levels_of_tensorflow(tmp_path):
+    """TensorFlow's libjpeg runs the fast integer DCT, Pillow the accurate one.
+
+    On a smooth photo-like image the two differ by at most a few levels; with TensorFlow told
+    to use the accurate DCT they agree exactly, which shows the DCT is the whole difference.
+    """
+    y, x = np.mgrid[0:48, 0:64]
+    image = np.stack([x * 4, y * 5, (x + y) * 2 + 20 * np.sin(x / 3)], -1)
+    _save(tmp_path / "smooth.jpg", np.clip(image, 0, 255).astype(np.uint8), quality=90)
+    encoded = tf.io.read_file(str(tmp_path / "smooth.jpg"))
+    pillow = numpy_images.decode_file(str(tmp_path / "smooth.jpg")).astype(int)
+    fast = tf.io.decode_image(encoded, channels=3).numpy()
+    accurate = tf.io.decode_jpeg(encoded, channels=3, dct_method="INTEGER_ACCURATE").numpy()
+    np.testing.assert_array_equal(pillow, accurate)
+    assert np.abs(pillow - fast).max() <= 8 and np.abs(pillow - fast).mean() <= 1.5
+
+
+def test_array_batches_show_every_image_once_per_pass_in_seeded_orders():
+    images = np.arange(10, dtype=np.uint8).reshape(10, 1, 1, 1) * np.ones((1, 2, 2, 3), np.uint8)
+    batches = data.array_batches(images, 4, seed=3)
+    assert batches.num_batches is None  # endless: fit takes steps_per_epoch
+    stream = np.concatenate([batches[i][:, 0, 0, 0] for i in range(15)])  # 60 images: 6 passes
+    assert all(b.shape == (4, 2, 2, 3) and b.dtype == np.uint8 for b in (batches[0], batches[14]))
+    passes = stream.reshape(6, 10)
+    assert all(sorted(p) == list(range(10)) for p in passes)
+    assert len({tuple(p) for p in passes}) == 6  # a fresh order every pass
+    again = np.concatenate(
+        [data.array_batches(images, 4, seed=3)[i][:, 0, 0, 0] for i in range(15)]
+    )
+    np.testing.assert_array_equal(stream, again)
+    other = np.concatenate(
+        [data.array_batches(images, 4, seed=4)[i][:, 0, 0, 0] for i in range(15)]
+    )
+    assert not np.array_equal(stream, other)
+    # Batch 2 takes the last 2 images of pass 0 and the first 2 of pass 1, as tf.data would.
+    np.testing.assert_array_equal(batches[2][:, 0, 0, 0], stream[8:12])
+
+
+class _ImagesOnly(keras.Model):
+    """A linear model whose loss needs no labels, as CARL's: fit gets batches of images alone."""
+
+    def __init__(self):
+        super().__init__(name="images_only")
+        self.dense = keras.layers.Dense(1)
+
+    def call(self, images):
+        return self.dense(keras.ops.reshape(keras.ops.cast(images, "float32"), (-1, 48)))
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        return keras.ops.mean(y_pred**2)
+
+
+def test_array_batches_feed_fit_for_steps_per_epoch():
+    images = np.random.default_rng(0).integers(0, 256, (20, 4, 4, 3), dtype=np.uint8)
+    model = _ImagesOnly()
+    model.compile("sgd")
+    steps = []
+    counter = keras.callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: steps.append(b))
+    batches = data.array_batches(images, 8, 0)
+    model.fit(batches, steps_per_epoch=2, epochs=3, shuffle=False, callbacks=[counter])
+    assert steps == [0, 1] * 3
+
+
+def test_array_batches_reject_impossible_batch_sizes():
+    images = np.zeros((3, 2, 2, 3), np.uint8)
+    with pytest.raises(data.DataError, match="larger than the 3 images"):
+        data.array_batches(images, 4, seed=0)
+    with pytest.raises(data.DataError, match="must be positive"):
+        data.array_batches(images, 0, seed=0)
+
+
+def test_labelled_array_batches_are_the_labelled_batches_of_held_arrays(tmp_path):
+    x = np.arange(5 * 12, dtype=np.uint8).reshape(5, 2, 2, 3)
+    y = np.array([0, -1, 1, 1, -1])
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    source = data.load_source(f"npz:{tmp_path / 'd.npz'}", split="all")
+    expected = list(data.labelled_batches(source, batch_size=2).as_numpy_iterator())
+    batches = list(data.LabelledArrayBatches(*source.arrays, batch_size=2))
+    assert len(batches) == len(expected) == 2
+    for (images, labels), (want_images, want_labels) in zip(batches, expected):
+        np.testing.assert_array_equal(images, want_images)
+        np.testing.assert_array_equal(labels, want_labels)
+        assert labels.dtype == np.int32

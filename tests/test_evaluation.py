@@ -293,3 +293,75 @@ def test_feature_extraction_does_not_keep_the_model_alive():
     del backbone
     gc.collect()
     assert alive() is None
+
+
+def _tensorflow_knn(bank, bank_labels, queries, k, temperature, num_classes):
+    """The TensorFlow computation `knn_predict` had before it moved to NumPy (tf.math.top_k)."""
+    bank = tf.math.l2_normalize(tf.convert_to_tensor(bank, tf.float32), axis=1)
+    queries = tf.math.l2_normalize(tf.convert_to_tensor(queries, tf.float32), axis=1)
+    similarities, indices = tf.math.top_k(tf.matmul(queries, bank, transpose_b=True), k=k)
+    weights = tf.exp((similarities - similarities[:, :1]) / temperature)
+    votes = tf.one_hot(tf.gather(tf.convert_to_tensor(bank_labels, tf.int64), indices), num_classes)
+    return tf.argmax(tf.einsum("nk,nkc->nc", weights, votes), axis=1).numpy()
+
+
+def _stable_brute_force_knn(bank, bank_labels, queries, k, temperature, num_classes):
+    """`_brute_force_knn` with ties among neighbours going to the lower bank index."""
+    bank = bank / np.linalg.norm(bank, axis=1, keepdims=True)
+    predictions = []
+    for query in queries:
+        similarities = (bank @ (query / np.linalg.norm(query))).astype(np.float32)
+        nearest = np.argsort(-similarities, kind="stable")[:k]
+        scores = np.zeros(num_classes)
+        for j in nearest:
+            scores[bank_labels[j]] += np.exp((similarities[j] - similarities.max()) / temperature)
+        predictions.append(np.argmax(scores))
+    return np.array(predictions)
+
+
+@pytest.mark.parametrize("temperature", [0.05, 0.1, 1.0])
+def test_knn_matches_tensorflow_and_brute_force_with_many_ties(temperature):
+    # 400 bank features and 150 queries drawn from 6 unit vectors: many neighbours are equally
+    # similar, also at the k-th place, so which of them count decides the vote. The dot
+    # product of two different vectors among these has one non-zero term, so equal
+    # similarities are equal floats in every implementation (sums of several rounded terms
+    # could differ in the last bit between NumPy's and TensorFlow's matrix products).
+    rng = np.random.default_rng(1)
+    directions = np.array(
+        [[1, 0, 0], [0, 1, 0], [0, 0, 1], [0.6, 0.8, 0], [0, 0.6, 0.8], [0.8, 0, 0.6]], np.float32
+    )
+    bank = directions[rng.integers(0, 6, 400)]
+    bank_labels = rng.integers(0, 6, 400)
+    queries = directions[rng.integers(0, 6, 150)]
+    for k in (1, 7, 50, 400):
+        predictions = knn_predict(
+            bank, bank_labels, queries, k=k, temperature=temperature, batch_size=64
+        )
+        expected = _tensorflow_knn(bank, bank_labels, queries, k, temperature, 6)
+        np.testing.assert_array_equal(predictions, expected, err_msg=f"k={k}")
+        brute = _stable_brute_force_knn(bank, bank_labels, queries, k, temperature, 6)
+        np.testing.assert_array_equal(predictions, brute, err_msg=f"k={k}")
+
+
+def test_knn_breaks_neighbour_ties_by_bank_index_and_score_ties_by_class():
+    # Two identical bank features of classes 1 and 0: with k=1 the first (class 1) is the
+    # neighbour; with k=2 both vote e^0 and the tied scores go to the lower class, 0.
+    bank = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]], np.float32)
+    labels = np.array([1, 0, 2])
+    query = np.array([[1.0, 0.0]], np.float32)
+
+    assert knn_predict(bank, labels, query, k=1)[0] == 1
+    assert knn_predict(bank, labels, query, k=2)[0] == 0
+
+
+def test_knn_on_random_features_matches_tensorflow():
+    rng = np.random.default_rng(2)
+    bank = rng.normal(size=(1000, 32)).astype(np.float32)
+    bank_labels = rng.integers(0, 10, 1000)
+    queries = rng.normal(size=(300, 32)).astype(np.float32)
+
+    predictions = knn_predict(bank, bank_labels, queries, k=200, temperature=0.1)
+
+    expected = _tensorflow_knn(bank, bank_labels, queries, 200, 0.1, 10)
+    np.testing.assert_array_equal(predictions, expected)
+    assert predictions.dtype == np.int64

@@ -1,14 +1,20 @@
 """Batches of an `ImageSource` for training and inference, and its images as arrays.
 
 The pipeline only decodes, caches, shuffles, batches and prefetches: augmentation runs later, on
-device, inside the model's train step.
+device, inside the model's train step. It is a tf.data pipeline, so it needs TensorFlow; the
+arrays of a source held in memory do not (`source_arrays`, `labelled_arrays`, and
+`carl_tf.data.array_batches` batches them without TensorFlow).
 """
 
-import numpy as np
-import tensorflow as tf
+from typing import TYPE_CHECKING
 
-from carl_tf.data.sources import ImageSource, Shard, shard_elements, shard_seed
+import numpy as np
+
+from carl_tf.data.sources import ImageSource, Shard, require_tensorflow, shard_elements, shard_seed
 from carl_tf.errors import DataError
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 # Images per batch when a whole source is read into memory.
 _CHUNK = 512
@@ -23,7 +29,7 @@ def make_dataset(
     seed: int = 0,
     repeat: bool = False,
     shard: Shard = (1, 0),
-) -> tf.data.Dataset:
+) -> "tf.data.Dataset":
     """Batches a source into `(images, labels)`.
 
     Args:
@@ -45,6 +51,7 @@ def make_dataset(
     Raises:
         DataError: If `batch_size` is not positive, or larger than the source while
             `drop_remainder` would leave no batch at all, or if the shard does not exist.
+        UsageError: If TensorFlow is not installed.
     """
     if batch_size < 1:
         raise DataError(f"batch size must be positive, got {batch_size}; fix --batch_size")
@@ -56,6 +63,7 @@ def make_dataset(
         raise DataError(
             f"batch size {batch_size} is larger than the {count} images {where}; lower --batch_size"
         )
+    tf = _tensorflow_for(f"batches of {source.description}")
     if source.arrays is not None:
         dataset = tf.data.Dataset.from_tensor_slices(source.arrays)
         dataset = shard_elements(dataset, source.num_examples, shard)
@@ -97,7 +105,7 @@ def source_arrays(source: ImageSource) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(images), np.concatenate(labels)
 
 
-def labelled_batches(source: ImageSource, batch_size: int = 256) -> tf.data.Dataset:
+def labelled_batches(source: ImageSource, batch_size: int = 256) -> "tf.data.Dataset":
     """The source's labelled images as `(images, labels)` batches, in order, read as needed.
 
     Unlabelled (-1) images are dropped; at most one batch is decoded at a time, so any source
@@ -105,8 +113,10 @@ def labelled_batches(source: ImageSource, batch_size: int = 256) -> tf.data.Data
 
     Raises:
         DataError: If the source has no labels at all.
+        UsageError: If TensorFlow is not installed.
     """
     _check_labelled(source)
+    tf = _tensorflow_for(f"labelled batches of {source.description}")
     if source.arrays is not None:
         elements = tf.data.Dataset.from_tensor_slices(source.arrays)
     else:
@@ -115,6 +125,15 @@ def labelled_batches(source: ImageSource, batch_size: int = 256) -> tf.data.Data
         elements.filter(lambda image, label: label >= 0)
         .batch(batch_size)
         .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+def _tensorflow_for(batches: str):
+    """TensorFlow for a tf.data pipeline of `batches`, or a one-line UsageError naming the fix."""
+    return require_tensorflow(
+        f"{batches} come from a tf.data pipeline, which needs TensorFlow (pip install "
+        "tensorflow); without it batch a source held in memory with "
+        "carl_tf.data.array_batches"
     )
 
 

@@ -11,6 +11,11 @@ A source is named by a spec string and loaded once by `load_source`:
 unlabelled). The pipeline only decodes, caches, shuffles, batches and prefetches: augmentation
 runs later, on device. Every user-facing failure is a `DataError` with a one-line message that
 names the problem and the fix, so the command-line tools can print it without a traceback.
+
+TensorFlow is imported only where a path needs it: digits, npz files and folders held in memory
+load without it (decoded with Pillow, resized in NumPy: `carl_tf.data.numpy_images`), as on a
+machine with only JAX and Keras; TFDS datasets, streamed folders and the tf.data pipeline need
+it, and say so in a one-line `UsageError` where it is missing.
 """
 
 import dataclasses
@@ -21,11 +26,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
-import tensorflow as tf
 
-from carl_tf.errors import DataError
+from carl_tf.data import numpy_images
+from carl_tf.errors import DataError, UsageError
 
 if TYPE_CHECKING:
+    import tensorflow as tf
     import tensorflow_datasets as tfds
 
 logger = logging.getLogger(__name__)
@@ -46,9 +52,34 @@ _ACCEPTED_FORMS = (
 # `(count, index)`: the index-th of `count` disjoint equal parts of a source; (1, 0) is all of it.
 Shard = tuple[int, int]
 # (shuffle, seed, shard) -> unbatched (image uint8 (H, W, 3), label int32) elements.
-StreamFn = Callable[..., tf.data.Dataset]
+StreamFn = Callable[..., "tf.data.Dataset"]
 # (shuffle, seed, shard) -> unbatched (encoded image file bytes tf.string, label int32) elements.
-RecordsFn = Callable[..., tf.data.Dataset]
+RecordsFn = Callable[..., "tf.data.Dataset"]
+
+
+def tensorflow_or_none():
+    """TensorFlow, or None where it cannot be imported (a machine with only JAX and Keras)."""
+    try:
+        import tensorflow as tf
+    except ImportError:
+        return None
+    return tf
+
+
+def require_tensorflow(message: str):
+    """TensorFlow, for a path that cannot work without it.
+
+    Args:
+        message: The error's one line where TensorFlow is missing: what needs it and the fix,
+            e.g. "a TFDS dataset needs TensorFlow (pip install tensorflow tensorflow-datasets)".
+
+    Raises:
+        UsageError: With `message`, where TensorFlow cannot be imported.
+    """
+    tf = tensorflow_or_none()
+    if tf is None:
+        raise UsageError(message)
+    return tf
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -72,7 +103,9 @@ class ImageSource:
         records: For sources read from image files (folders, TFDS), a function
             `(shuffle, seed, shard=(1, 0))` returning the unbatched `(encoded, label)` dataset
             of the files' bytes, undecoded, in the same order and parts as `stream`: for views
-            cut from the full-resolution images. None for digits and npz sources.
+            cut from the full-resolution images. None for digits and npz sources, and for
+            folders loaded without TensorFlow (records are a tf.data dataset), whose views are
+            then cut from the images as held.
         native_size: `(height, width)` of the first image before any resizing, or None when
             the source's images differ in size and only decoding each one would tell.
         select: Makes the source of the examples at given indices without decoding the
@@ -121,7 +154,9 @@ class ImageSource:
         return f"{self.name} ({self.split} split)"
 
 
-def shard_elements(dataset: tf.data.Dataset, num_examples: int, shard: Shard) -> tf.data.Dataset:
+def shard_elements(
+    dataset: "tf.data.Dataset", num_examples: int, shard: Shard
+) -> "tf.data.Dataset":
     """Part `index` of `count` of a dataset of `num_examples` elements: elements i with
     i % count == index, the last num_examples % count dropped so that every part has exactly
     num_examples // count elements (workers in lock step make the same number of steps).
@@ -224,24 +259,31 @@ def _first_line(error: BaseException) -> str:
     return lines[0].rstrip(".:") if lines else type(error).__name__
 
 
-def _to_uint8(images: tf.Tensor) -> tf.Tensor:
-    """Rounds float pixel values to uint8, saturating outside 0..255."""
-    return tf.cast(tf.clip_by_value(tf.round(images), 0.0, 255.0), tf.uint8)
-
-
-def _resize(images: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
+def _resize(images: "tf.Tensor", size: tuple[int, int]) -> "tf.Tensor":
     """Bilinear resize of one image or a batch to `size`, returned as uint8."""
+    import tensorflow as tf
+
     resized = tf.image.resize(tf.cast(images, tf.float32), size, antialias=True)
-    return _to_uint8(resized)
+    # Rounded to uint8, saturating outside 0..255.
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
 
 
 def _resize_array(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resizes `(N, h, w, C)` images (any real dtype, 0..255) to uint8 `(N, *size, C)`."""
+    """Resizes `(N, h, w, C)` images (any real dtype, 0..255) to uint8 `(N, *size, C)`.
+
+    With TensorFlow where it is installed; else `numpy_images.resize`, which gives the same
+    pixels.
+    """
     if images.shape[1:3] == size and images.dtype == np.uint8:
         return images
+    with_tensorflow = tensorflow_or_none() is not None
     out = np.empty((len(images), *size, images.shape[-1]), np.uint8)
     for start in range(0, len(images), _CHUNK):
-        out[start : start + _CHUNK] = _resize(images[start : start + _CHUNK], size).numpy()
+        chunk = images[start : start + _CHUNK]
+        if with_tensorflow:
+            out[start : start + _CHUNK] = _resize(chunk, size).numpy()
+        else:
+            out[start : start + _CHUNK] = numpy_images.resize(chunk, size)
     return out
 
 
@@ -483,19 +525,23 @@ def _os_names(paths: list[str]) -> list[bytes]:
     return [os.fsencode(path) for path in paths]
 
 
-def _decode(encoded: tf.Tensor) -> tf.Tensor:
+def _decode(encoded: "tf.Tensor") -> "tf.Tensor":
+    import tensorflow as tf
+
     # channels=3 turns grayscale and RGBA into RGB; GIFs give their first frame.
     image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
     image.set_shape((None, None, 3))
     return image
 
 
-def _decode_to_size(encoded: tf.Tensor, size: tuple[int, int]) -> tuple[tf.Tensor, tf.Tensor]:
+def _decode_to_size(encoded: "tf.Tensor", size: tuple[int, int]) -> tuple["tf.Tensor", "tf.Tensor"]:
     """Decodes an image file's bytes and resizes the image to `size` if needed.
 
     Returns:
         The image uint8 `(*size, 3)` and whether its original size differed from `size`.
     """
+    import tensorflow as tf
+
     image = _decode(encoded)
     differs = tf.reduce_any(tf.shape(image)[:2] != size)
     image = tf.cond(differs, lambda: _resize(image, size), lambda: image)
@@ -505,6 +551,13 @@ def _decode_to_size(encoded: tf.Tensor, size: tuple[int, int]) -> tuple[tf.Tenso
 
 def _first_image_size(paths: list[str]) -> tuple[int, int] | None:
     """The size of the first file that decodes, or None when none does."""
+    tf = tensorflow_or_none()
+    if tf is None:
+        for path in paths:
+            image = numpy_images.decode_file(path)
+            if image is not None:
+                return image.shape[0], image.shape[1]
+        return None
     sizes = (
         tf.data.Dataset.from_tensor_slices(tf.constant(_os_names(paths), tf.string))
         .map(lambda path: tf.shape(_decode(tf.io.read_file(path)))[:2])
@@ -525,7 +578,9 @@ def _file_records(paths: list[str], labels: np.ndarray) -> RecordsFn:
     """
     names = _os_names(paths)
 
-    def records(shuffle: bool, seed: int, shard: Shard = (1, 0)) -> tf.data.Dataset:
+    def records(shuffle: bool, seed: int, shard: Shard = (1, 0)) -> "tf.data.Dataset":
+        import tensorflow as tf
+
         files = tf.data.Dataset.from_tensor_slices((tf.constant(names, tf.string), labels))
         files = shard_elements(files, len(names), shard)
         if shuffle:
@@ -571,15 +626,25 @@ def _load_folder(
     )
     paths, labels = [all_paths[i] for i in indices], all_labels[indices]
     if not hold_in_memory:
+        require_tensorflow(
+            f"streaming {folder.description} from disk (hold_in_memory=False) needs "
+            "TensorFlow (pip install tensorflow)"
+        )
         return folder.streamed(paths, labels)
     if len(paths) * int(np.prod(folder.image_shape)) > memory_budget_bytes:
+        budget_mb = f"{memory_budget_bytes / (1 << 20):.2f}".rstrip("0").rstrip(".")
+        require_tensorflow(
+            f"{folder.description}: {len(paths)} images of {folder.size[0]}x{folder.size[1]} "
+            f"do not fit the {budget_mb} MiB memory budget, and streaming them needs "
+            "TensorFlow (pip install tensorflow), or raise --config.memory_budget_mb"
+        )
         logger.warning(
             "%s: %d images of %dx%d do not fit the %s MiB memory budget, so they are "
             "streamed from disk; files that cannot be decoded are skipped as they are read.",
             folder.description,
             len(paths),
             *folder.size,
-            f"{memory_budget_bytes / (1 << 20):.2f}".rstrip("0").rstrip("."),
+            budget_mb,
         )
         return folder.streamed(paths, labels)
     return folder.in_memory(paths, labels)
@@ -621,7 +686,9 @@ class _Folder:
         """The files decoded as they are read, each resized to `size`."""
         records = _file_records(paths, labels)
 
-        def stream(shuffle: bool, seed: int, shard: Shard = (1, 0)) -> tf.data.Dataset:
+        def stream(shuffle: bool, seed: int, shard: Shard = (1, 0)) -> "tf.data.Dataset":
+            import tensorflow as tf
+
             return (
                 records(shuffle, seed, shard)
                 .map(
@@ -662,11 +729,16 @@ class _Folder:
         return self._held(images, labels, [paths[i] for i in kept])
 
     def _held(self, images: np.ndarray, labels: np.ndarray, paths: list[str]) -> ImageSource:
-        """Decoded `images` of the files `paths`, which their records read again."""
+        """Decoded `images` of the files `paths`, which their records read again.
+
+        Without TensorFlow there are no records (a tf.data dataset): views are cut from the
+        images as held.
+        """
+        with_tensorflow = tensorflow_or_none() is not None
         return self._source(
             num_examples=len(images),
             arrays=(images, labels),
-            records=_file_records(paths, labels),
+            records=_file_records(paths, labels) if with_tensorflow else None,
             select=lambda keep: self._held(images[keep], labels[keep], [paths[i] for i in keep]),
         )
 
@@ -676,10 +748,15 @@ def _decode_all(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
     """Decodes files in parallel into memory, dropping those that fail to decode.
 
+    With TensorFlow where it is installed; else with Pillow (`_decode_all_without_tensorflow`).
+
     Returns:
         Images `(M, *size, 3)` uint8, labels `(M,)` int32 and indices into `paths` `(M,)` of
         the M decodable files, in file order, and whether any image had to be resized.
     """
+    tf = tensorflow_or_none()
+    if tf is None:
+        return _decode_all_without_tensorflow(paths, labels, size)
     decoded = (
         tf.data.Dataset.from_tensor_slices(
             (tf.constant(_os_names(paths), tf.string), labels, np.arange(len(paths)))
@@ -708,6 +785,30 @@ def _decode_all(
     return images[:count], kept_labels[:count], kept[:count], any_resized
 
 
+def _decode_all_without_tensorflow(
+    paths: list[str], labels: np.ndarray, size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+    """`_decode_all` with Pillow and NumPy (`numpy_images`), `_CHUNK` files at a time.
+
+    Each image is resized on its own to `size` if it differs, as the TensorFlow path does.
+    """
+    images = np.empty((len(paths), *size, 3), np.uint8)
+    kept = []
+    any_resized = False
+    for start in range(0, len(paths), _CHUNK):
+        decoded = numpy_images.decode_files(paths[start : start + _CHUNK])
+        for index, image in enumerate(decoded, start):
+            if image is None:
+                continue
+            if image.shape[:2] != size:
+                image = numpy_images.resize(image, size)
+                any_resized = True
+            images[len(kept)] = image
+            kept.append(index)
+    kept = np.asarray(kept, np.int64)
+    return images[: len(kept)], labels[kept].astype(np.int32), kept, any_resized
+
+
 def _load_tfds(
     name: str,
     split: str,
@@ -718,6 +819,10 @@ def _load_tfds(
     memory_budget_bytes: int,
 ) -> ImageSource:
     """A prepared TFDS dataset split, cached in memory when it fits the budget."""
+    tf = require_tensorflow(
+        f"source '{name}' is read as a TFDS dataset, which needs TensorFlow (pip install "
+        "tensorflow tensorflow-datasets); without it use digits, folder:PATH or npz:PATH"
+    )
     import tensorflow_datasets as tfds  # heavy; only TFDS sources need it
 
     try:

@@ -1,30 +1,77 @@
-"""Batched inference of a model over images: features of a backbone, assignments of CARL."""
+"""Batched inference of a model over images: features of a backbone, assignments of CARL.
+
+Works under every Keras backend, and without TensorFlow installed when the images are arrays.
+"""
 
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-# model -> its traced inference function, kept as long as the model lives.
+# model -> its compiled inference function, kept as long as the model lives.
 _INFERENCE = weakref.WeakKeyDictionary()
 
 
-def _infer(model: keras.Model, images: np.ndarray | tf.Tensor) -> np.ndarray:
+def _tensorflow_inference(model: keras.Model) -> Callable[[np.ndarray], np.ndarray]:
+    """One `tf.function` of `model(batch, training=False)`, traced once per batch shape.
+
+    It runs in this process alone, on its own copy of the weights, also for a model built
+    under a distribution strategy: `predict_on_batch` would split the batch among the replicas
+    and, under `multi_worker`, return the rows of every worker's batch together.
+    """
+    import tensorflow as tf  # the TensorFlow backend has it
+
+    # Through a weak reference: the function must not keep its key, the model, alive.
+    held = weakref.ref(model)
+    function = tf.function(lambda batch: held()(batch, training=False))
+    return lambda batch: function(tf.cast(batch, tf.float32))
+
+
+def _jax_inference(model: keras.Model) -> Callable[[np.ndarray], np.ndarray]:
+    """One `jax.jit` of the model's `stateless_call`, compiled once per batch shape.
+
+    The weights are read from the model at every call, so the function sees training's
+    updates; eager `model(batch)` dispatches every op from Python, several times slower.
+    """
+    import jax
+
+    held = weakref.ref(model)
+
+    def call(trainable, non_trainable, batch):
+        outputs, _ = held().stateless_call(trainable, non_trainable, batch, training=False)
+        return outputs
+
+    function = jax.jit(call)
+
+    def infer(batch: np.ndarray) -> np.ndarray:
+        current = held()
+        return function(
+            [v.value for v in current.trainable_variables],
+            [v.value for v in current.non_trainable_variables],
+            np.asarray(batch, np.float32),
+        )
+
+    return infer
+
+
+def _infer(model: keras.Model, images) -> np.ndarray:
     """Runs one batch through `model` in inference mode (batch norm uses its moving statistics).
 
-    One traced function per model, so repeated calls (e.g. from a callback every few epochs)
-    trace once per batch shape. It runs in this process alone, on its own copy of the weights,
-    also for a model built under a distribution strategy: `predict_on_batch` would split the
-    batch among the replicas and, under `multi_worker`, return the rows of every worker's
-    batch together.
+    One compiled function per model (`_tensorflow_inference` under the TensorFlow backend,
+    `_jax_inference` under JAX), so repeated calls (e.g. from a callback every few epochs)
+    compile once per batch shape; other backends call the model eagerly.
     """
     if model not in _INFERENCE:
-        # Through a weak reference: the function must not keep its key, the model, alive.
-        held = weakref.ref(model)
-        _INFERENCE[model] = tf.function(lambda batch: held()(batch, training=False))
-    return np.asarray(_INFERENCE[model](tf.cast(images, tf.float32)), dtype=np.float32)
+        backend = keras.backend.backend()
+        if backend == "tensorflow":
+            _INFERENCE[model] = _tensorflow_inference(model)
+        elif backend == "jax":
+            _INFERENCE[model] = _jax_inference(model)
+        else:
+            held = weakref.ref(model)
+            _INFERENCE[model] = lambda batch: held()(np.asarray(batch, np.float32), training=False)
+    return np.asarray(keras.ops.convert_to_numpy(_INFERENCE[model](images)), dtype=np.float32)
 
 
 def extract_features(
@@ -56,7 +103,7 @@ def extract_features(
 
 
 def extract_dataset_features(
-    model: keras.Model, dataset: Iterable[tuple[tf.Tensor, tf.Tensor]]
+    model: keras.Model, dataset: Iterable[tuple[np.ndarray, np.ndarray]]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Maps every batch of a `(images, labels)` dataset through `model` in a single pass.
 
@@ -66,7 +113,7 @@ def extract_dataset_features(
     Args:
         model: Maps float images `(batch, H, W, 3)` in [0, 255] to `(batch, D)`.
         dataset: Batches of images `(batch, H, W, 3)` and integer labels `(batch,)`, e.g. a
-            batched `tf.data.Dataset`.
+            batched `tf.data.Dataset` or a `carl_tf.data.LabelledArrayBatches`.
 
     Returns:
         Outputs `(N, D)` float32 and labels `(N,)` int64, in the order the dataset yielded them.

@@ -3,10 +3,12 @@
 The classifier of Wu et al. (2018), "Unsupervised Feature Learning via Non-Parametric Instance
 Discrimination", in the form solo-learn and lightly use to monitor self-supervised training: each
 of the k most cosine-similar bank features votes for its class with weight exp(sim / T).
+
+In NumPy, so it runs under every Keras backend and without TensorFlow; float32 throughout, with
+`tf.math.top_k`'s choice among equally similar neighbours (the lower bank index first).
 """
 
 import numpy as np
-import tensorflow as tf
 
 
 def knn_predict(
@@ -42,20 +44,45 @@ def knn_predict(
     if num_classes is None:
         num_classes = int(np.max(train_labels)) + 1
     k = min(k, len(train_features))
-    bank = tf.math.l2_normalize(tf.convert_to_tensor(train_features, tf.float32), axis=1)
-    bank_labels = tf.convert_to_tensor(train_labels, tf.int64)
+    bank = _l2_normalize(train_features)
+    # (N_train, num_classes): the one-hot vote of every bank feature.
+    votes = np.eye(num_classes, dtype=np.float32)[np.asarray(train_labels, np.int64)]
     predictions = []
     for start in range(0, len(test_features), batch_size):
-        queries = tf.convert_to_tensor(test_features[start : start + batch_size], tf.float32)
-        queries = tf.math.l2_normalize(queries, axis=1)
-        similarities, indices = tf.math.top_k(tf.matmul(queries, bank, transpose_b=True), k=k)
+        similarities = _l2_normalize(test_features[start : start + batch_size]) @ bank.T
+        neighbours = _top_k_mask(similarities, k)
         # Shifting by each row's top similarity scales all its class scores by one factor, which
         # keeps the argmax and keeps exp() finite for small T (exp(1 / 0.01) overflows float32).
-        weights = tf.exp((similarities - similarities[:, :1]) / temperature)
-        votes = tf.one_hot(tf.gather(bank_labels, indices), num_classes)
-        scores = tf.einsum("nk,nkc->nc", weights, votes)
-        predictions.append(tf.argmax(scores, axis=1).numpy())
-    return np.concatenate(predictions, axis=0)
+        top = similarities.max(axis=1, keepdims=True)
+        weights = np.exp((similarities - top) / np.float32(temperature), dtype=np.float32)
+        scores = np.where(neighbours, weights, np.float32(0)) @ votes
+        predictions.append(np.argmax(scores, axis=1))
+    return np.concatenate(predictions, axis=0).astype(np.int64)
+
+
+def _l2_normalize(features: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length in float32; a zero row stays zero (as tf.math.l2_normalize)."""
+    features = np.asarray(features, np.float32)
+    squares = np.sum(features * features, axis=1, keepdims=True)
+    return features / np.sqrt(np.maximum(squares, np.float32(1e-12)))
+
+
+def _top_k_mask(similarities: np.ndarray, k: int) -> np.ndarray:
+    """`(n, N)` bool: each row's k largest entries, ties at the k-th value to the lowest indices.
+
+    The neighbours `tf.math.top_k` picks, found in O(N) per row (`np.partition`) rather than by
+    sorting the whole row.
+    """
+    count = similarities.shape[1]
+    kth = np.partition(similarities, count - k, axis=1)[:, count - k : count - k + 1]
+    chosen = similarities > kth
+    at_kth = similarities == kth
+    # Rows where more entries equal the k-th value than places are left: the first ones win.
+    missing = k - chosen.sum(axis=1)
+    tied = np.flatnonzero(at_kth.sum(axis=1) > missing)
+    if len(tied):
+        at_kth[tied] &= np.cumsum(at_kth[tied], axis=1, dtype=np.int32) <= missing[tied, None]
+    return chosen | at_kth
 
 
 def knn_accuracy(

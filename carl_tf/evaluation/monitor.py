@@ -1,8 +1,10 @@
-"""Online kNN evaluation during pretraining, as a Keras callback (`carl_tf.KNNMonitor`)."""
+"""Online kNN evaluation during pretraining, as a Keras callback (`carl_tf.KNNMonitor`).
+
+Runs under every Keras backend; with arrays for its bank and queries it needs no TensorFlow.
+"""
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from carl_tf.evaluation.features import extract_dataset_features, extract_features
 from carl_tf.evaluation.knn import knn_accuracy
@@ -17,8 +19,9 @@ class KNNMonitor(keras.callbacks.Callback):
 
     Args:
         bank: Labelled images whose features vote: `(images, labels)` arrays with shapes
-            `(N, H, W, 3)` in [0, 255] and `(N,)`, or a batched `tf.data.Dataset` of
-            `(images, labels)`.
+            `(N, H, W, 3)` in [0, 255] and `(N,)` as a tuple or list, or any other iterable of
+            `(images, labels)` batches: a batched `tf.data.Dataset`, a
+            `carl_tf.data.LabelledArrayBatches`.
         queries: Labelled images that are classified and scored, in the same forms.
         every: Epochs between measurements.
         k: Neighbours that vote.
@@ -68,8 +71,12 @@ class KNNMonitor(keras.callbacks.Callback):
 
 
 def _features(backbone: keras.Model, labelled) -> tuple[np.ndarray, np.ndarray]:
-    """Features and labels of `(images, labels)` arrays or a batched `(images, labels)` dataset."""
-    if isinstance(labelled, tf.data.Dataset):
+    """Features and labels of `(images, labels)` arrays or an iterable of such batches.
+
+    A tuple or list is the arrays, anything else the batches: told apart without importing
+    TensorFlow, which a machine with only JAX may not have.
+    """
+    if not isinstance(labelled, (tuple, list)):
         return extract_dataset_features(backbone, labelled)
     images, labels = labelled
     return extract_features(backbone, images), np.asarray(labels)
