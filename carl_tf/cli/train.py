@@ -86,7 +86,10 @@ OVERRIDES = {
         "strategy",
         None,
         list(STRATEGIES),
-        "tf.distribute strategy; auto = mirrored when several GPUs are visible.",
+        "Where the step runs. TensorFlow backend: a tf.distribute strategy, auto = mirrored "
+        "when several GPUs are visible. JAX backend: auto = mirrored when JAX sees several "
+        "devices, default = one device, mirrored = keras.distribution.DataParallel over all "
+        "local devices; multi_worker and tpu need the TensorFlow backend.",
     ),
     "precision": flags.DEFINE_enum(
         "precision",
@@ -215,8 +218,13 @@ def main(argv):
         print(
             f"kNN top-1: untrained {result.knn_untrained:.2f}% -> trained {result.knn_final:.2f}%"
         )
-    print(f"exported backbone to {result.backbone_export} and the model to {result.model_export}")
-    print(f"metrics in {result.metrics}; TensorBoard: tensorboard --logdir {result.workdir}")
+    if result.backbone_export:
+        print(
+            f"exported backbone to {result.backbone_export} and the model to {result.model_export}"
+        )
+        print(f"metrics in {result.metrics}; TensorBoard: tensorboard --logdir {result.workdir}")
+    else:  # no TensorFlow: neither a SavedModel nor TensorBoard logs
+        print(f"exported the model to {result.model_export}; metrics in {result.metrics}")
     return 0
 
 

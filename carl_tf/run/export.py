@@ -4,41 +4,92 @@ The SavedModel needs no carl_tf to load (`tf.saved_model.load`); its `serving_de
 takes float32 images (N, H, W, 3) in [0, 255] named `images` (normalization is inside) and
 returns `{"features": (N, D)}`; `assign` returns `{"probabilities": (N, K)}`. Images of another
 shape are refused (InvalidArgumentError naming both shapes); N may be 0.
+
+A SavedModel is TensorFlow's format, so writing one needs TensorFlow installed, under either
+backend: under JAX, Keras converts the model's computation with jax2tf. Where TensorFlow is
+missing, `export_run` writes only the `.keras` file (which loads under every backend) and says so
+in one logged line.
 """
 
+import logging
 import os
 import shutil
+from typing import TYPE_CHECKING
 
 import keras
-import tensorflow as tf
 
 from carl_tf.errors import RunDirectoryError
 from carl_tf.method.model import CARL
+
+if TYPE_CHECKING:  # TensorFlow is imported where a SavedModel is written, if installed
+    import tensorflow as tf
+
+logger = logging.getLogger(__name__)
 
 
 def export_backbone(model: CARL, path: str) -> None:
     """Writes the backbone (and the assignment head as a second signature) as a SavedModel.
 
     Both signatures refuse images of another shape and answer an empty batch, see `_endpoint`.
+    Under the JAX backend the two computations are converted by `keras.export.ExportArchive`
+    (jax2tf) first and the checks wrapped around them in TensorFlow (`_jax_saved_model`).
+
+    Raises:
+        ModuleNotFoundError: If TensorFlow is not installed.
     """
+    import tensorflow as tf
+
     height, width = model.backbone.input_shape[1:3]
     images = tf.TensorSpec((None, height, width, 3), tf.float32, name="images")
+    computations = {
+        "features": lambda x: model.backbone(x, training=False),
+        "probabilities": lambda x: model.assign(x, training=False),
+    }
+    if keras.backend.backend() == "jax":
+        _jax_saved_model(model, computations, images, path)
+        return
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint(
-        "serving_default",
-        _endpoint("features", lambda x: model.backbone(x, training=False), images),
-        input_signature=[images],
-    )
-    archive.add_endpoint(
-        "assign",
-        _endpoint("probabilities", lambda x: model.assign(x, training=False), images),
-        input_signature=[images],
-    )
+    for name, output in SIGNATURES.items():
+        archive.add_endpoint(
+            name, _endpoint(output, computations[output], images), input_signature=[images]
+        )
     archive.write_out(path, verbose=False)
 
 
-def _endpoint(name: str, compute, spec: tf.TensorSpec):
+# Signature name -> the name of its one output.
+SIGNATURES = {"serving_default": "features", "assign": "probabilities"}
+
+
+def _jax_saved_model(model: CARL, computations: dict, spec, path: str) -> None:
+    """Writes the SavedModel of `export_backbone` from a model on the JAX backend.
+
+    `ExportArchive` converts each computation to a TensorFlow function of TensorFlow copies of
+    the model's weights (jax2tf). The checks of `_endpoint` are TensorFlow ops, which jax2tf
+    cannot trace, so they wrap the converted functions instead of being part of them; the
+    archive would also make every converted function a signature of its own, so the SavedModel
+    is written from a `tf.Module` holding the weights those functions read, with the two
+    checked signatures.
+    """
+    import tensorflow as tf
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    module = tf.Module()
+    weights = {}
+    signatures = {}
+    for name, output in SIGNATURES.items():
+        converted = archive.add_endpoint(output, computations[output], input_signature=[spec])
+        for variable in converted.get_concrete_function().variables:
+            weights[variable.ref()] = variable
+        signatures[name] = tf.function(
+            _endpoint(output, converted, spec), input_signature=[spec], autograph=False
+        )
+    module.weights = [ref.deref() for ref in weights]
+    tf.saved_model.save(module, path, signatures=signatures)
+
+
+def _endpoint(name: str, compute, spec: "tf.TensorSpec"):
     """A signature's body `images -> {name: compute(images)}` that holds to its input spec.
 
     A SavedModel's signature does not check its inputs against the declared spec: a single
@@ -47,6 +98,7 @@ def _endpoint(name: str, compute, spec: tf.TensorSpec):
     inside BatchNorm and the convolutions, so it gets an empty result of the right width,
     computed on one blank image and cut to none.
     """
+    import tensorflow as tf
 
     def body(images):
         images = tf.ensure_shape(images, spec.shape)
@@ -66,7 +118,8 @@ def export_run(model: CARL, export_dir: str) -> None:
     Both are written into a temporary sibling directory that is renamed to `export_dir` once
     complete, so an interrupted export leaves no `export_dir` behind (train.py treats its
     presence as "this run is finished"). The temporary directory is removed on any failure. An
-    extended run's earlier export stays in place until the new one is complete.
+    extended run's earlier export stays in place until the new one is complete. Without
+    TensorFlow there is no `backbone/`: one line is logged and `carl.keras` alone is the export.
 
     Raises:
         RunDirectoryError: If the disk refuses the write (full, read-only); the run's
@@ -77,7 +130,13 @@ def export_run(model: CARL, export_dir: str) -> None:
     shutil.rmtree(previous, ignore_errors=True)
     try:
         os.makedirs(temporary)
-        export_backbone(model, os.path.join(temporary, "backbone"))
+        if tensorflow_installed():
+            export_backbone(model, os.path.join(temporary, "backbone"))
+        else:
+            logger.info(
+                "no SavedModel of the backbone: writing one needs TensorFlow, which is not "
+                "installed; export/carl.keras holds the model"
+            )
         model.save(os.path.join(temporary, "carl.keras"))
         if os.path.isdir(export_dir):  # an extended run replaces the shorter run's export
             os.replace(export_dir, previous)
@@ -86,13 +145,31 @@ def export_run(model: CARL, export_dir: str) -> None:
     except BaseException as error:  # Ctrl-C and SIGTERM too: leave no half-written export
         shutil.rmtree(temporary, ignore_errors=True)
         # TensorFlow reports the SavedModel's failed writes as OpError, not OSError.
-        if isinstance(error, (OSError, tf.errors.OpError)):
+        if isinstance(error, (OSError, *_op_errors())):
             raise RunDirectoryError(
                 f"cannot write the export {export_dir} ({_reason(error)}); free space on "
                 f"{os.path.dirname(export_dir)} or make it writable, then run the same command "
                 "to export"
             ) from error
         raise
+
+
+def tensorflow_installed() -> bool:
+    """Whether TensorFlow can be imported (a JAX-only machine has none)."""
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _op_errors() -> tuple[type, ...]:
+    """TensorFlow's OpError where TensorFlow is installed, else none."""
+    if not tensorflow_installed():
+        return ()
+    import tensorflow as tf
+
+    return (tf.errors.OpError,)
 
 
 def _reason(error: Exception) -> str:

@@ -17,13 +17,14 @@ the optimizer in `keras.optimizers.LossScaleOptimizer` and `CARL.train_step` app
 * a CPU-only machine whose CPU computes bfloat16 natively (x86 AVX512_BF16 or AMX):
   `mixed_bfloat16` (1.6x float32 on this project's CPU, docs/benchmarks.md); else `float32`.
 
-The resolved policy is logged and recorded; `--precision=float32` (or any policy) overrides it.
+Under the TensorFlow backend TensorFlow lists the devices; under JAX, JAX does (its GPU
+devices carry their `compute_capability`), so TensorFlow need not be installed. The resolved
+policy is logged and recorded; `--precision=float32` (or any policy) overrides it.
 """
 
 import os
 
 import keras
-import tensorflow as tf
 
 POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
 PRECISIONS = ("auto",) + POLICIES
@@ -44,12 +45,40 @@ def cpu_flags(cpuinfo_path: str = "/proc/cpuinfo") -> frozenset[str]:
 
 
 def gpu_compute_capabilities() -> list[tuple[int, int]]:
-    """`(major, minor)` compute capability of every visible GPU ((0, 0) where TF cannot tell)."""
+    """`(major, minor)` compute capability of every visible GPU ((0, 0) where it is not known).
+
+    The backend's own framework lists the GPUs: JAX under the JAX backend, else TensorFlow.
+    """
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return [
+            _capability(getattr(device, "compute_capability", None))
+            for device in jax.devices()
+            if device.platform == "gpu"
+        ]
+    import tensorflow as tf  # only under the TensorFlow backend
+
     capabilities = []
     for gpu in tf.config.list_physical_devices("GPU"):
         details = tf.config.experimental.get_device_details(gpu)
         capabilities.append(tuple(details.get("compute_capability") or (0, 0)))
     return capabilities
+
+
+def _capability(text: str | None) -> tuple[int, int]:
+    """JAX's `compute_capability` string ("9.0") as `(9, 0)`; (0, 0) when absent or odd."""
+    major, _, minor = (text or "").partition(".")
+    return (int(major), int(minor or 0)) if major.isdigit() and minor.isdigit() else (0, 0)
+
+
+def on_tpu() -> bool:
+    """Whether the JAX backend computes on TPUs (there a TPU is the default device, no strategy)."""
+    if keras.backend.backend() != "jax":
+        return False
+    import jax
+
+    return jax.default_backend() == "tpu"
 
 
 def gpu_policy(capabilities: list[tuple[int, int]]) -> str:
@@ -73,8 +102,9 @@ def resolve_precision(
 
     Args:
         name: One of `PRECISIONS`.
-        strategy: The run's `--strategy`; `tpu` makes `auto` mean `mixed_bfloat16`.
-        gpus: Compute capabilities of the visible GPUs; None asks TensorFlow.
+        strategy: The run's `--strategy`; `tpu` (or JAX computing on TPUs) makes `auto` mean
+            `mixed_bfloat16`.
+        gpus: Compute capabilities of the visible GPUs; None asks the backend's framework.
         flags: The CPU's feature flags; None reads them with `cpu_flags`.
 
     Returns:
@@ -89,7 +119,7 @@ def resolve_precision(
         )
     if name != "auto":
         return name
-    if strategy == "tpu":
+    if strategy == "tpu" or on_tpu():
         return "mixed_bfloat16"
     if gpus is None:
         gpus = gpu_compute_capabilities()

@@ -5,6 +5,9 @@
 printed inside Keras's progress bar. `RunTensorBoard` writes what `keras.callbacks.TensorBoard`
 does not: the loss terms and learning rate every few steps, the prototype usage as a histogram
 per epoch, and the untrained kNN, with epochs numbered as in metrics.csv (0 = untrained).
+
+TensorBoard's files are written with `tf.summary`, under either backend; where TensorFlow is not
+installed (a JAX-only machine) `RunTensorBoard` says so in one logged line and writes nothing.
 """
 
 import logging
@@ -12,7 +15,6 @@ import time
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +93,13 @@ class RunTensorBoard(keras.callbacks.Callback):
     every figure of the epoch's logs and `epoch/prototype_usage` as a histogram of how many
     anchors each prototype won (x = the epoch, 1-based; `write_untrained` adds epoch 0).
 
+    The step's learning rate is the optimizer's schedule at the step count this callback keeps,
+    not the optimizer's `learning_rate`: under the JAX backend Keras hands the optimizer's
+    variables (its step count among them) back to the model only at the end of an epoch, so a
+    read mid-epoch would give the epoch's first rate.
+
+    Without TensorFlow every method is a no-op, after one logged line saying so.
+
     Args:
         logdir: The run's TensorBoard directory.
         every_steps: Optimizer steps between step records.
@@ -99,48 +108,73 @@ class RunTensorBoard(keras.callbacks.Callback):
     def __init__(self, logdir: str, every_steps: int = 10):
         super().__init__()
         self.logdir, self.every_steps = logdir, int(every_steps)
+        self._summary = _tf_summary()
+        if self._summary is None:
+            logger.info(
+                "no TensorBoard logs: writing them needs TensorFlow, which is not installed"
+            )
         self._writer = None
         self._step = 0
+        self._schedule = None
 
     @property
     def writer(self):
+        """The `tf.summary` file writer of `logdir/train`, made at the first record."""
         if self._writer is None:
-            self._writer = tf.summary.create_file_writer(f"{self.logdir}/train")
+            self._writer = self._summary.create_file_writer(f"{self.logdir}/train")
         return self._writer
 
     def write_untrained(self, knn_top1: float) -> None:
         """Records the untrained backbone's kNN top-1 as epoch 0."""
+        if self._summary is None:
+            return
         with self.writer.as_default():
-            tf.summary.scalar("epoch/knn_top1", knn_top1, step=0)
+            self._summary.scalar("epoch/knn_top1", knn_top1, step=0)
         self.writer.flush()
 
     def on_epoch_begin(self, epoch, logs=None):
         self.model.prototype_usage.reset_state()
 
     def on_train_begin(self, logs=None):
-        # Counted here rather than read from the optimizer every batch (a device read per step).
-        self._step = int(self.model.optimizer.iterations.numpy())
+        # Counted here rather than read from the optimizer every batch (a device read per step,
+        # and under JAX a stale one).
+        optimizer = self.model.optimizer
+        self._step = int(keras.ops.convert_to_numpy(optimizer.iterations))
+        # The schedule as the optimizer's config holds it (a dict; a float for a fixed rate),
+        # inside the LossScaleOptimizer that mixed_float16 wraps it in.
+        rate = getattr(optimizer, "inner_optimizer", optimizer).get_config()["learning_rate"]
+        self._schedule = (
+            keras.optimizers.schedules.deserialize(rate) if isinstance(rate, dict) else None
+        )
 
     def on_train_batch_end(self, batch, logs=None):
         self._step += 1
         step = self._step
-        if step % self.every_steps or not logs:
+        if self._summary is None or step % self.every_steps or not logs:
             return
         with self.writer.as_default():
             for name in STEP_FIGURES:
                 if name in logs:
-                    tf.summary.scalar(f"step/{name}", float(logs[name]), step=step)
-            tf.summary.scalar("step/learning_rate", _learning_rate(self.model), step=step)
+                    self._summary.scalar(f"step/{name}", float(logs[name]), step=step)
+            self._summary.scalar("step/learning_rate", self._learning_rate(step), step=step)
+
+    def _learning_rate(self, step: int) -> float:
+        """The rate of the step after `step` optimizer steps, as the optimizer reads it."""
+        if self._schedule is None:
+            return float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        return float(keras.ops.convert_to_numpy(self._schedule(step)))
 
     def on_epoch_end(self, epoch, logs=None):
+        if self._summary is None:
+            return
         counts = np.asarray(self.model.prototype_usage.result())
         with self.writer.as_default():
             for name, value in (logs or {}).items():
                 if np.ndim(value) == 0:
-                    tf.summary.scalar(f"epoch/{name}", float(value), step=epoch + 1)
+                    self._summary.scalar(f"epoch/{name}", float(value), step=epoch + 1)
             # One sample per prototype index, weighted by its wins: the usage histogram.
             winners = np.repeat(np.arange(len(counts)), counts.astype(np.int64))
-            tf.summary.histogram(
+            self._summary.histogram(
                 "epoch/prototype_usage", winners, step=epoch + 1, buckets=min(len(counts), 200)
             )
         self.writer.flush()
@@ -151,5 +185,10 @@ class RunTensorBoard(keras.callbacks.Callback):
             self._writer = None
 
 
-def _learning_rate(model) -> float:
-    return float(np.asarray(model.optimizer.learning_rate))
+def _tf_summary():
+    """`tf.summary`, or None where TensorFlow is not installed."""
+    try:
+        import tensorflow as tf
+    except ImportError:
+        return None
+    return tf.summary

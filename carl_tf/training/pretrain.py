@@ -3,6 +3,10 @@
 The run is built in parts that each do one thing: the runtime (seed, precision, strategy), the
 data, the model, the run directory, the callbacks, the fit, and the export. Everything that can
 be refused is built and checked before the run directory is created, changed or deleted.
+
+It runs under Keras's TensorFlow and JAX backends; under JAX a source held in memory (digits,
+npz, a folder of images no larger than the input) trains without TensorFlow installed, and
+then the run has no TensorBoard logs and no SavedModel (each said in one logged line).
 """
 
 import contextlib
@@ -49,7 +53,8 @@ class PretrainResult:
         epochs: Epochs the run holds.
         knn_untrained: kNN top-1 (%) of the untrained backbone, or None without the monitor.
         knn_final: kNN top-1 (%) after the last epoch, or None without the monitor.
-        backbone_export: The exported backbone SavedModel.
+        backbone_export: The exported backbone SavedModel; None where TensorFlow was not
+            installed to write it.
         model_export: The exported `.keras` model (load it after `import carl_tf`).
         metrics: Path of metrics.csv.
     """
@@ -59,7 +64,7 @@ class PretrainResult:
     epochs: int
     knn_untrained: float | None
     knn_final: float | None
-    backbone_export: str
+    backbone_export: str | None
     model_export: str
     metrics: str
 
@@ -178,7 +183,7 @@ def setup_runtime(config):
     """Seeds every generator, sets the Keras dtype policy and makes the strategy.
 
     Returns:
-        The resolved policy's name and the `tf.distribute` strategy.
+        The resolved policy's name and the strategy (`carl_tf.run.strategy.make_strategy`).
     """
     keras.utils.set_random_seed(config.seed)
     try:
@@ -259,7 +264,7 @@ def training_data(config, source: data.ImageSource, strategy):
     """
 
     def build(batch_size: int, shard: tuple[int, int]):
-        return views.training_batches(
+        batches = views.training_batches(
             source,
             image_size=config.image_size,
             crop_scale=(config.crop_min_scale, 1.0),
@@ -267,7 +272,9 @@ def training_data(config, source: data.ImageSource, strategy):
             batch_size=batch_size,
             seed=config.seed,
             shard=shard,
-        ).repeat()
+        )
+        # array_batches (JAX, a held source) are endless already; tf.data pipelines repeat.
+        return batches if isinstance(batches, keras.utils.PyDataset) else batches.repeat()
 
     return worker_input.per_worker_batches(strategy, config.batch_size, build)
 
@@ -451,7 +458,9 @@ def _result(run_dir: RunDirectory, trained: bool) -> PretrainResult:
         epochs=last,
         knn_untrained=knn.get(0),
         knn_final=knn.get(last) if last else None,
-        backbone_export=run_dir.backbone_export,
+        backbone_export=(
+            run_dir.backbone_export if os.path.isdir(run_dir.backbone_export) else None
+        ),
         model_export=run_dir.model_export,
         metrics=run_dir.metrics_path,
     )

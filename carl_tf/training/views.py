@@ -9,17 +9,26 @@ is decoded) and resizes it once to `image_size` (bilinear, antialiased); the fli
 jitter, grayscale and blur stay on device (`SimCLRAugment(..., crop=False)` inside
 `CARL.train_step`). Both paths draw their windows with the same function,
 `carl_tf.method.augment.sample_crop_boxes`. `training_batches` picks the path per source.
+
+Under the JAX backend a source held in memory trains from `carl_tf.data.array_batches`, without
+tf.data or TensorFlow; a streamed source still reads through tf.data (Keras's JAX trainer takes
+its batches), so it needs TensorFlow installed; crop pairs need the TensorFlow backend, as
+`sample_crop_boxes` is written in `keras.ops`, which under JAX cannot run inside tf.data.
 """
 
 import logging
+from typing import TYPE_CHECKING
 
+import keras
 import numpy as np
-import tensorflow as tf
 
 from carl_tf import data
-from carl_tf.data.decoding import decode_windows
-from carl_tf.errors import DataError
+from carl_tf.data.sources import require_tensorflow
+from carl_tf.errors import DataError, UsageError
 from carl_tf.method.augment import sample_crop_boxes
+
+if TYPE_CHECKING:  # imported by the functions that build tf.data pipelines
+    import tensorflow as tf
 
 logger = logging.getLogger(__name__)
 
@@ -45,13 +54,13 @@ def uses_full_resolution(source: data.ImageSource, image_size: int) -> bool:
 
 
 def crop_views(
-    encoded: tf.Tensor,
-    seed: tf.Tensor,
+    encoded: "tf.Tensor",
+    seed: "tf.Tensor",
     *,
     image_size: int,
     crop_scale: tuple[float, float],
     crop_ratio: tuple[float, float],
-) -> dict[str, tf.Tensor]:
+) -> "dict[str, tf.Tensor]":
     """Cuts an image's two random resized crops from its full-resolution pixels.
 
     The windows are `sample_crop_boxes(2, height, width, crop_scale, crop_ratio, seed)`, the
@@ -70,6 +79,10 @@ def crop_views(
         A dict of `crops` uint8 `(2, S, S, 3)` and `boxes` int32 `(2, 4)`, the windows
         `(top, left, height, width)` in the full-resolution image.
     """
+
+    import tensorflow as tf
+
+    from carl_tf.data.decoding import decode_windows  # tf.data decoding, TensorFlow's
 
     def boxes_for_size(size: tf.Tensor) -> tf.Tensor:
         return sample_crop_boxes(VIEWS, size[0], size[1], crop_scale, crop_ratio, seed)
@@ -95,7 +108,7 @@ def crop_pairs(
     drop_remainder: bool,
     seed: int,
     shard: tuple[int, int] = (1, 0),
-) -> tf.data.Dataset:
+) -> "tf.data.Dataset":
     """Batches of two random resized crops per image, cut from the full-resolution images.
 
     Every image gets its own stateless seed per epoch, drawn from `seed` and the part's index,
@@ -140,6 +153,8 @@ def crop_pairs(
             f"batch size {batch_size} is larger than the {count} images{part} of "
             f"{source.description}; lower --batch_size"
         )
+    import tensorflow as tf
+
     part_seed = data.shard_seed(seed, shard)
     box_seed, buffer_seed = (int(s) for s in np.random.SeedSequence(part_seed).generate_state(2))
     # A (2,) int64 seed per image, a new sequence every epoch.
@@ -178,11 +193,13 @@ def training_batches(
     batch_size: int,
     seed: int,
     shard: tuple[int, int] = (1, 0),
-) -> tf.data.Dataset:
+) -> "tf.data.Dataset | keras.utils.PyDataset":
     """Shuffled training batches of a source, in the form its views are best made from.
 
     Crop pairs from `crop_pairs` when `uses_full_resolution(source, image_size)`, else the
-    images as loaded from `carl_tf.data.make_dataset`, cropped on device. Logs which, and why.
+    images as loaded, cropped on device: from `carl_tf.data.make_dataset`, or under the JAX
+    backend, for a source held in memory, from `carl_tf.data.array_batches`. Logs which, and
+    why.
 
     Args:
         source: The training source.
@@ -195,14 +212,26 @@ def training_batches(
 
     Returns:
         A dataset of crop-pair dicts (see `crop_pairs`) or of `(images, labels)` batches, one
-        incomplete batch dropped.
+        incomplete batch dropped; under JAX, for a held source, the endless uint8 image
+        batches of `array_batches` (give `fit` its `steps_per_epoch`).
+
+    Raises:
+        UsageError: Under JAX, for crop pairs (they need the TensorFlow backend), or for a
+            streamed source where TensorFlow is not installed.
     """
+    jax = keras.backend.backend() == "jax"
     if uses_full_resolution(source, image_size):
         reason = (
             "image sizes vary"
             if source.native_size is None
             else "first image {}x{} > {}".format(*source.native_size, image_size)
         )
+        if jax:
+            raise UsageError(
+                f"{source.description}: views cut from its full-resolution images ({reason}) "
+                "need the TensorFlow backend; run with KERAS_BACKEND=tensorflow, or resize the "
+                f"images to {image_size} px first"
+            )
         logger.info("%s: views cut from full-resolution images (%s)", source.description, reason)
         return crop_pairs(
             source,
@@ -227,6 +256,14 @@ def training_batches(
         width,
         reason,
     )
+    if jax and source.arrays is not None:
+        return data.array_batches(source.arrays[0], batch_size, seed)
+    if jax:
+        require_tensorflow(
+            f"{source.description} is streamed from disk through tf.data, which needs "
+            "TensorFlow (pip install tensorflow); without it raise --config.memory_budget_mb "
+            "above the decoded images' size to hold them in memory"
+        )
     return data.make_dataset(
         source, batch_size=batch_size, shuffle=True, drop_remainder=True, seed=seed, shard=shard
     )

@@ -25,28 +25,38 @@ counts per-replica batches, not steps (10 "steps" for 5 on one machine with two 
 epoch that ends when a pipeline of unknown length (a streamed folder) runs out ends with a failed
 step that can still advance `optimizer.iterations`, the learning-rate schedule's step count (6 per
 epoch of 5 steps on one device).
+
+Under the JAX backend (`carl_tf.run.strategy.JaxStrategy`) there is one process and one input
+pipeline, whatever the devices: Keras's JAX trainer splits each global batch over the
+distribution's devices itself. No TensorFlow is imported then.
 """
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import tensorflow as tf
+import keras
 
 from carl_tf.errors import DataError, UsageError
+from carl_tf.run.strategy import JaxStrategy
+
+if TYPE_CHECKING:  # imported where a tf.distribute strategy is in use
+    import tensorflow as tf
 
 # (count, index): the index-th of `count` disjoint equal parts of a source; (1, 0) is all of it.
 Shard = tuple[int, int]
 # (batch_size, shard) -> the repeating dataset of one input pipeline, batched at batch_size.
-BuildFn = Callable[[int, Shard], tf.data.Dataset]
+BuildFn = Callable[[int, Shard], "tf.data.Dataset | keras.utils.PyDataset"]
 
 
 def per_worker_batches(
-    strategy: tf.distribute.Strategy, global_batch_size: int, build: BuildFn
-) -> tf.data.Dataset | tf.distribute.DistributedDataset:
+    strategy, global_batch_size: int, build: BuildFn
+) -> "tf.data.Dataset | tf.distribute.DistributedDataset | keras.utils.PyDataset":
     """The training input of `strategy`, each input pipeline built for its own part of the data.
 
     Under a strategy of one replica this is `build(global_batch_size, (1, 0))`. Under any other
-    (`mirrored`, `multi_worker`; `tpu` too, untested) it is `strategy.distribute_datasets_from_function`, which
-    calls `build` once per input pipeline with the per-replica batch and the pipeline's shard
+    (`mirrored`, `multi_worker`; `tpu` too, untested) it is
+    `strategy.distribute_datasets_from_function`, which calls `build` once per input pipeline
+    with the per-replica batch and the pipeline's shard
     `(num_input_pipelines, input_pipeline_id)` from its `tf.distribute.InputContext`. A step takes
     one batch from a pipeline for each of its worker's replicas, so the step's global batch is
     `global_batch_size` images, `global_batch_size / num_input_pipelines` from each pipeline.
@@ -57,17 +67,19 @@ def per_worker_batches(
     global batch. So the batches do not depend on the strategy beyond the number of pipelines.
 
     Args:
-        strategy: The strategy the model is built and trained under.
+        strategy: The strategy the model is built and trained under (`make_strategy`'s).
         global_batch_size: Images per step over all replicas (`--batch_size`).
         build: `build(batch_size, shard)` returns the dataset of one input pipeline: batches of
             `batch_size` images from part `shard = (count, index)` of the source, repeated
-            forever (`fit` then needs `steps_per_epoch`). Give every pipeline the same
-            shuffle seed: a source may shuffle its files before it takes its part (a TFDS split
-            does), and the parts are disjoint only if every pipeline shuffles them alike.
+            forever (`fit` then needs `steps_per_epoch`): a tf.data dataset, or under JAX an
+            endless `keras.utils.PyDataset` (`carl_tf.data.array_batches`). Give every
+            pipeline the same shuffle seed: a source may shuffle its files before it takes its
+            part (a TFDS split does), and the parts are disjoint only if every pipeline
+            shuffles them alike.
 
     Returns:
-        A `tf.data.Dataset` under one replica, else a `tf.distribute.DistributedDataset`; both
-        go to `fit` as they are.
+        A `tf.data.Dataset` (or `PyDataset`) under one replica or JAX, else a
+        `tf.distribute.DistributedDataset`; all go to `fit` as they are.
 
     Raises:
         UsageError: If `global_batch_size` is not a multiple of the strategy's replicas.
@@ -79,18 +91,24 @@ def per_worker_batches(
             f"batch size {global_batch_size} does not split evenly among the {replicas} "
             f"replicas; pass a multiple of {replicas} as --batch_size"
         )
-    if replicas == 1:
+    if replicas == 1 or isinstance(strategy, JaxStrategy):
         return _repeating(build(global_batch_size, (1, 0)))
 
-    def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+    def dataset_fn(context: "tf.distribute.InputContext") -> "tf.data.Dataset":
         shard = (context.num_input_pipelines, context.input_pipeline_id)
         return _repeating(build(context.get_per_replica_batch_size(global_batch_size), shard))
 
     return strategy.distribute_datasets_from_function(dataset_fn)
 
 
-def _repeating(dataset: tf.data.Dataset) -> tf.data.Dataset:
-    if dataset.cardinality() != tf.data.INFINITE_CARDINALITY:
+def _repeating(dataset):
+    if isinstance(dataset, keras.utils.PyDataset):
+        endless = dataset.num_batches is None
+    else:
+        import tensorflow as tf  # a tf.data dataset: TensorFlow is installed
+
+        endless = dataset.cardinality() == tf.data.INFINITE_CARDINALITY
+    if not endless:
         raise ValueError(
             "per_worker_batches needs a pipeline that repeats forever (make_dataset's "
             "repeat=True), with fit's steps_per_epoch from steps_per_epoch()"
@@ -98,15 +116,17 @@ def _repeating(dataset: tf.data.Dataset) -> tf.data.Dataset:
     return dataset
 
 
-def num_input_pipelines(strategy: tf.distribute.Strategy) -> int:
+def num_input_pipelines(strategy) -> int:
     """How many input pipelines `per_worker_batches` builds under `strategy`, over all workers.
 
     One per worker (the `chief` and `worker` tasks of `TF_CONFIG`) under `multi_worker`, one per
-    host under `tpu` (untested), otherwise 1: the `num_input_pipelines` of the strategy's input
-    contexts, known before any pipeline is built.
+    host under `tpu` (untested), otherwise (and under JAX) 1: the `num_input_pipelines` of the
+    strategy's input contexts, known before any pipeline is built.
     """
-    if strategy.num_replicas_in_sync == 1:
+    if strategy.num_replicas_in_sync == 1 or isinstance(strategy, JaxStrategy):
         return 1
+    import tensorflow as tf  # a multi-replica tf.distribute strategy
+
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         spec = strategy.cluster_resolver.cluster_spec()
         return sum(spec.num_tasks(job) for job in ("chief", "worker") if job in spec.jobs) or 1
