@@ -5,10 +5,10 @@ The model only wires the parts: the backbone (any images -> vector model), the p
 the view maker (`carl_tf.augment`) and the pure loss terms (`carl_tf.losses`).
 """
 
+import sys
 from collections.abc import Sequence
 
 import keras
-import tensorflow as tf
 from keras import ops
 
 from carl_tf.method import distributed, losses
@@ -16,12 +16,21 @@ from carl_tf.method.augment import SimCLRAugment
 from carl_tf.method.heads import ProjectionHead
 from carl_tf.method.inputs import split_batch, warn_if_unit_range
 from carl_tf.method.multi_worker_fit import MultiWorkerFit
+from carl_tf.method.steps import steps_for_backend
+
+# The train, test and predict steps of the running backend (carl_tf.method.steps); the
+# multi-worker fix only concerns TensorFlow's trainer.
+_BACKEND_BASES = (
+    (MultiWorkerFit, steps_for_backend())
+    if keras.backend.backend() == "tensorflow"
+    else (steps_for_backend(),)
+)
 
 _FIGURES = ("loss", "consistency", "kl", "kl_weight", "prototypes_in_use")
 
 
 @keras.saving.register_keras_serializable(package="carl_tf")
-class CARL(MultiWorkerFit, keras.Model):
+class CARL(*_BACKEND_BASES, keras.Model):
     """Consistent Assignment for Representation Learning, trained with `fit`.
 
     `fit` takes batches of raw images in [0, 255] (optionally `(images, labels)`, labels ignored),
@@ -150,7 +159,8 @@ class CARL(MultiWorkerFit, keras.Model):
 
     @property
     def metrics(self):
-        return list(self._trackers.values())
+        """The logged figures' trackers, and the prototype counts (state of the step too)."""
+        return [*self._trackers.values(), self.prototype_usage]
 
     def call(self, images, training=False):
         """Assignment probabilities (N, K) of images, eq. 3, in float32."""
@@ -163,33 +173,19 @@ class CARL(MultiWorkerFit, keras.Model):
         energies = self.assigner(z)
         return ops.softmax(ops.cast(energies, "float32"), axis=-1)
 
-    def train_step(self, data):
-        view_a, view_b, small_views = self._views(data)
-        with tf.GradientTape() as tape:
-            figures = self._objective(view_a, view_b, training=True, small_views=small_views)
-            self.prototype_usage.update_state(figures.pop("anchor_probabilities"))
-            # Keras sums the replicas' gradients; every replica holds the same global loss.
-            replica_loss = figures["loss"] / distributed.num_replicas()
-            scaled_loss = self.optimizer.scale_loss(replica_loss)
-        gradients = tape.gradient(scaled_loss, self.trainable_variables)
-        self.optimizer.apply(gradients, self.trainable_variables)
-        return self._update_trackers(figures)
-
-    def test_step(self, data):
+    def _test_figures(self, data):
+        """The figures of a validation batch: eq. 7's terms, without lambda_e (a setting of the
+        epoch, not a figure of the data)."""
         view_a, view_b, small_views = self._views(data)
         figures = self._objective(view_a, view_b, training=False, small_views=small_views)
-        # The KL weight is a setting of the epoch, not a figure of the validation data.
         del figures["kl_weight"], figures["anchor_probabilities"]
-        return self._update_trackers(figures)
-
-    def predict_step(self, data):
-        return self.assign(split_batch(data).first_images, training=False)
+        return figures
 
     def fit(self, x=None, y=None, **kwargs):
         """`keras.Model.fit`, warning once when the images look scaled to [0, 1]."""
         if not self._checked_input_range:
             self._checked_input_range = True
-            sample = _first_images(x, self.distribute_strategy)
+            sample = _first_images(x, getattr(self, "distribute_strategy", None))
             if sample is not None:
                 warn_if_unit_range(sample)
         return super().fit(x, y, **kwargs)
@@ -347,17 +343,18 @@ class PrototypeUsage(keras.metrics.Metric):
         return {**super().get_config(), "num_prototypes": self.num_prototypes}
 
 
-def _first_images(x, strategy: tf.distribute.Strategy, count: int = 256):
+def _first_images(x, strategy=None, count: int = 256):
     """Up to `count` images of what `fit` was given, as NumPy, or None where it cannot tell.
 
     Of a `tf.distribute` dataset (`distribute_datasets_from_function`), the images of this
-    process's first replica.
+    process's first replica. TensorFlow's types are only looked for where TensorFlow is loaded.
     """
+    tf = sys.modules.get("tensorflow")
     try:
-        if isinstance(x, tf.distribute.DistributedDataset):
+        if tf is not None and isinstance(x, tf.distribute.DistributedDataset):
             first_replica = strategy.experimental_local_results
             x = tf.nest.map_structure(lambda value: first_replica(value)[0], next(iter(x)))
-        elif isinstance(x, tf.data.Dataset):
+        elif tf is not None and isinstance(x, tf.data.Dataset):
             x = next(iter(x.take(1)))
         elif isinstance(x, keras.utils.PyDataset):
             x = x[0]

@@ -13,19 +13,21 @@ from keras import ops, tree
 
 from carl_tf.errors import CarlError
 
-try:
-    from keras.src.backend.tensorflow import trainer as _keras_tf_trainer
-except ImportError:  # another backend, or a Keras without this module
-    _keras_tf_trainer = None
+_keras_tf_trainer = None
+if keras.backend.backend() == "tensorflow":  # the module imports TensorFlow
+    try:
+        from keras.src.backend.tensorflow import trainer as _keras_tf_trainer
+    except ImportError:  # a Keras without this module: _check_hooks says so
+        pass
 
 _HOOKS = ("_maybe_symbolic_build", "_make_function")
 
 
 def _check_hooks() -> None:
     """Raises CarlError when the TensorFlow trainer lacks a hook this module overrides."""
-    if _keras_tf_trainer is None or keras.backend.backend() != "tensorflow":
+    if keras.backend.backend() != "tensorflow":
         return
-    trainer = _keras_tf_trainer.TensorFlowTrainer
+    trainer = getattr(_keras_tf_trainer, "TensorFlowTrainer", None)
     missing = [name for name in _HOOKS if not callable(getattr(trainer, name, None))]
     if missing or not hasattr(_keras_tf_trainer, "_collective_all_reduce_multi_worker"):
         raise CarlError(

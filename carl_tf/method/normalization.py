@@ -8,6 +8,7 @@ fused kernel for 4-D channels-last inputs whenever the statistics are those of t
 batch: inference, and training on one replica. Under several replicas with `synchronized=True`
 it keeps Keras's path, whose moments are all-reduced over the global batch.
 
+Under every other Keras backend it is Keras's layer (JAX's XLA fuses the plain ops itself).
 It keeps Keras's layer otherwise: the same variables, config and moving-average update
 (`moving = momentum * moving + (1 - momentum) * batch`, with the biased batch variance), so
 checkpoints of either load into the other.
@@ -17,7 +18,8 @@ import functools
 from collections.abc import Callable
 
 import keras
-import tensorflow as tf
+
+from carl_tf.method import distributed
 
 # A norm-layer factory, torchvision style: called as `norm_layer(name=..., gamma_initializer=...)`
 # it returns a new normalization layer. Backbones and heads take one instead of BatchNorm flags.
@@ -35,12 +37,25 @@ BATCHNORM_EPSILON = 1e-5
 class FusedBatchNormalization(keras.layers.BatchNormalization):
     """`keras.layers.BatchNormalization` on TensorFlow's fused kernel where it computes the same.
 
-    Takes the arguments of `keras.layers.BatchNormalization`.
+    Takes the arguments of `keras.layers.BatchNormalization`. `synchronized` is kept in the
+    config under every backend, so a model saved under one loads under the other; outside
+    TensorFlow (where Keras refuses it) the statistics are global without it: JAX's step runs on
+    the global batch.
     """
+
+    def __init__(self, *args, synchronized: bool = False, **kwargs):
+        tensorflow = keras.backend.backend() == "tensorflow"
+        super().__init__(*args, synchronized=synchronized and tensorflow, **kwargs)
+        self._synchronized_in_config = bool(synchronized)
+
+    def get_config(self):
+        return {**super().get_config(), "synchronized": self._synchronized_in_config}
 
     def call(self, inputs, training=None, mask=None):
         if not self._fusable(inputs, training, mask):
             return super().call(inputs, training=training, mask=mask)
+        import tensorflow as tf  # _fusable holds only under the TensorFlow backend
+
         training = bool(training and self.trainable)
         gamma = self.gamma if self.scale else tf.ones(inputs.shape[-1], "float32")
         beta = self.beta if self.center else tf.zeros(inputs.shape[-1], "float32")
@@ -66,11 +81,13 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
 
     def _fusable(self, inputs, training, mask) -> bool:
         """Whether the fused kernel computes exactly what Keras's path would."""
+        if keras.backend.backend() != "tensorflow":
+            return False
         if mask is not None or self.renorm or len(inputs.shape) != 4 or self.axis not in (-1, 3):
             return False
-        if inputs.dtype not in (tf.float32, tf.bfloat16):  # float16: not measured on a GPU here
-            return False
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        if keras.backend.standardize_dtype(inputs.dtype) not in ("float32", "bfloat16"):
+            return False  # float16: not measured on a GPU
+        replicas = distributed.num_replicas()
         return not (training and self.trainable) or not self.synchronized or replicas == 1
 
 
@@ -94,7 +111,12 @@ def batch_norm(
     Returns:
         A factory called with `name=` and optionally `gamma_initializer=`.
     """
-    layer_class = FusedBatchNormalization if fused else keras.layers.BatchNormalization
+    if fused:
+        layer_class = FusedBatchNormalization
+    else:
+        layer_class = keras.layers.BatchNormalization
+        # Keras refuses the argument outside TensorFlow, where statistics are global anyway.
+        synchronized = synchronized and keras.backend.backend() == "tensorflow"
     return functools.partial(
         layer_class, synchronized=synchronized, momentum=momentum, epsilon=epsilon
     )
