@@ -147,30 +147,32 @@ def carl_tf_is_this_checkout() -> bool:
     """Whether carl_tf is installed in editable mode from this checkout (a dev virtualenv).
 
     Any other install, or none, is replaced by one built from this checkout, so the run always
-    trains the code beside this script.
+    trains the code beside this script. Every carl_tf on the path is looked at: a checkout's
+    own `carl_tf.egg-info` (left by a build) would hide the installed one from a plain lookup.
     """
-    try:
-        direct_url = importlib.metadata.distribution("carl_tf").read_text("direct_url.json")
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    origin = json.loads(direct_url or "{}")
-    editable = origin.get("dir_info", {}).get("editable", False)
-    return editable and origin.get("url", "").rstrip("/") == REPO.as_uri()
+    for distribution in importlib.metadata.distributions(name="carl_tf"):
+        origin = json.loads(distribution.read_text("direct_url.json") or "{}")
+        editable = origin.get("dir_info", {}).get("editable", False)
+        if editable and origin.get("url", "").rstrip("/") == REPO.as_uri():
+            return True
+    return False
 
 
 def install_missing(wheels: str) -> bool:
     """Installs, from `wheels` only, what this run lacks; True if anything was installed."""
     pip = [sys.executable, "-m", "pip", "install", "--no-index", "--find-links", wheels]
+    # A system Python marked externally managed (PEP 668) would refuse; the device is scratch.
+    env = {**os.environ, "PIP_BREAK_SYSTEM_PACKAGES": "1"}
     missing = missing_requirements()
     if missing:
         logger.info("installing from %s: %s", wheels, " ".join(missing))
-        subprocess.run([*pip, "--no-deps", *missing], check=True)
+        subprocess.run([*pip, "--no-deps", *missing], check=True, env=env)
     if carl_tf_is_this_checkout():
         logger.info("carl_tf: the editable install of this checkout")
     else:
         # pip builds the wheel in an isolated environment, with setuptools from `wheels`.
         logger.info("installing carl_tf from %s", REPO)
-        subprocess.run([*pip, "--no-deps", "--force-reinstall", str(REPO)], check=True)
+        subprocess.run([*pip, "--no-deps", "--force-reinstall", str(REPO)], check=True, env=env)
         missing.append("carl_tf")
     if not missing:
         logger.info("every package this run needs is installed")
@@ -382,60 +384,56 @@ class BudgetRun(keras.callbacks.Callback):
         os.replace(temporary, self.summary_path)
 
 
-def main(args: argparse.Namespace) -> None:
-    out = Path(args.out)
+def load_splits(config) -> tuple[tuple, tuple]:
+    """The folder's `(images, labels)` training split and its held-out kNN queries."""
+    splits = [
+        data.load_source(
+            config.dataset,
+            split=split,
+            image_size=config.image_size,
+            holdout=config.holdout,
+            seed=config.split_seed,
+        )
+        for split in ("train", "test")
+    ]
+    return tuple(data.labelled_arrays(source) for source in splits)
+
+
+def log_to(out: Path) -> None:
+    """Starts `out` afresh (a run writes its own files) and copies the log to run.log."""
     out.mkdir(parents=True, exist_ok=True)
-    for name in ("curve.csv", "summary.json", "run.log"):  # each run writes its own
+    for name in ("curve.csv", "summary.json", "run.log"):
         (out / name).unlink(missing_ok=True)
     handler = logging.FileHandler(out / "run.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     logging.getLogger().addHandler(handler)
 
+
+def main(args: argparse.Namespace) -> None:
+    """Unpacks, loads, builds and trains for the budget, writing to `args.out` as it goes."""
+    out = Path(args.out)
+    log_to(out)
     policy = resolve_policy(args.precision)
     keras.mixed_precision.set_dtype_policy(policy)
-    logger.info(
-        "JAX %s on %s; Keras %s; policy %s",
-        jax.__version__,
-        jax.devices(),
-        keras.__version__,
-        policy,
-    )
+    logger.info("JAX %s on %s; Keras %s", jax.__version__, jax.devices(), keras.__version__)
+    logger.info("precision %s", policy)
     extracted = tempfile.mkdtemp(prefix="carl_gpu_run_")
     try:
         start = time.monotonic()
-        folder = extract(args.data, extracted)
-        extract_s = time.monotonic() - start
-        config = run_config(args, folder)
-        keras.utils.set_random_seed(config.seed)
-        start = time.monotonic()
-        splits = [
-            data.load_source(
-                config.dataset,
-                split=split,
-                image_size=config.image_size,
-                holdout=config.holdout,
-                seed=config.split_seed,
-            )
-            for split in ("train", "test")
-        ]
-        load_s = time.monotonic() - start
-        (train_images, train_labels), queries = (data.labelled_arrays(s) for s in splits)
+        config = run_config(args, extract(args.data, extracted))
+        extract_s, start = time.monotonic() - start, time.monotonic()
+        (train_images, train_labels), queries = load_splits(config)
+        load_s, start = time.monotonic() - start, time.monotonic()
         logger.info(
-            "%d training images, %d kNN queries of %s: extracted in %.1f s, decoded in %.1f s",
+            "%d training images, %d kNN queries: unpacked in %.1f s, decoded in %.1f s",
             len(train_images),
             len(queries[0]),
-            args.data,
             extract_s,
             load_s,
         )
+        keras.utils.set_random_seed(config.seed)
         steps_per_epoch = len(train_images) // config.batch_size
         model = build_model(config, steps_per_epoch)
-        monitor = KNNMonitor(
-            (train_images, train_labels),
-            queries,
-            k=config.knn_k,
-            temperature=config.knn_temperature,
-        )
         summary = {
             "minutes": args.minutes,
             "smoke": args.smoke,
@@ -449,38 +447,30 @@ def main(args: argparse.Namespace) -> None:
             "steps_per_epoch": steps_per_epoch,
             "extract_s": round(extract_s, 2),
             "load_s": round(load_s, 2),
+            "build_s": round(time.monotonic() - start, 2),
             "images_per_s_note": "median of epochs; the first (compiling) step excluded",
             "config": config.to_dict(),
         }
-        budget = BudgetRun(args.minutes, monitor, config.knn_every, out, summary)
+        monitor = KNNMonitor(
+            (train_images, train_labels),
+            queries,
+            k=config.knn_k,
+            temperature=config.knn_temperature,
+        )
         model.fit(
             data.array_batches(train_images, config.batch_size, config.seed),
             epochs=config.epochs,
             steps_per_epoch=steps_per_epoch,
             callbacks=[
                 KLWeightSchedule(config.kl_start, config.kl_end, config.kl_decay_epochs),
-                budget,
+                BudgetRun(args.minutes, monitor, config.knn_every, out, summary),
             ],
             verbose=0,
         )
     finally:
         shutil.rmtree(extracted, ignore_errors=True)
-    logger.info(
-        "wrote %s: %s",
-        out,
-        json.dumps(
-            {
-                k: summary[k]
-                for k in (
-                    "status",
-                    "epochs_done",
-                    "images_per_s",
-                    "knn_top1_last",
-                    "peak_device_memory_bytes",
-                )
-            }
-        ),
-    )
+    keys = ("status", "epochs_done", "images_per_s", "knn_top1_last", "peak_device_memory_bytes")
+    logger.info("wrote %s: %s", out, json.dumps({key: summary[key] for key in keys}))
 
 
 if __name__ == "__main__":
