@@ -1,6 +1,6 @@
 """The JAX side of tests/test_jax_backend.py: CARL train steps under Keras's JAX backend.
 
-    python tests/jax_backend_job.py INITIAL_WEIGHTS VIEWS.npz IMAGES.npz OUT_DIR
+    python tests/jax_backend_job.py INITIAL_WEIGHTS MODEL.keras VIEWS.npz IMAGES.npz OUT_DIR
 
 Run with two host devices. Each step starts from INITIAL_WEIGHTS (the tiny model of
 `build_model`, which the test process builds under TensorFlow from this file), takes one SGD step
@@ -11,7 +11,8 @@ and writes its figures and every variable after it to OUT_DIR/NAME.npz:
   device and under `keras.distribution.DataParallel` over both;
 * `half_batch`: on the first half of those images, one device.
 
-One process runs them all: each process pays JAX's start-up and compilation once.
+It also loads MODEL.keras (saved under TensorFlow) and writes its assignments of the first
+views to OUT_DIR/loaded.npz (`probabilities`). One process runs them all: each process pays JAX's start-up and compilation once.
 """
 
 import sys
@@ -60,9 +61,11 @@ def step(initial: str, batch, symmetric: bool = False) -> dict[str, np.ndarray]:
     }
 
 
-def main(initial: str, views_path: str, images_path: str, out_dir: str) -> None:
+def main(initial: str, saved_model: str, views_path: str, images_path: str, out_dir: str):
     views = np.load(views_path)
     pair = (views["view_a"], views["view_b"])
+    loaded = keras.saving.load_model(saved_model)
+    np.savez(f"{out_dir}/loaded.npz", probabilities=loaded.predict(pair[0], verbose=0))
     images = np.load(images_path)["images"]
     one_device = keras.distribution.DataParallel(devices=keras.distribution.list_devices()[:1])
     both = keras.distribution.DataParallel()

@@ -21,25 +21,36 @@ VIEWS = {
 
 
 @pytest.fixture(scope="module")
-def initial_weights(tmp_path_factory) -> str:
-    path = str(tmp_path_factory.mktemp("jax_backend") / "initial.weights.h5")
+def tensorflow_model(tmp_path_factory) -> tuple[str, str, np.ndarray]:
+    """The initial model saved under TensorFlow: its weights file, its `.keras` file, and its
+    assignments of the first views."""
+    folder = tmp_path_factory.mktemp("jax_backend")
     keras.utils.set_random_seed(0)
-    job.build_model().save_weights(path)
-    return path
+    model = job.build_model()
+    model.save_weights(folder / "initial.weights.h5")
+    model.save(folder / "initial.keras")
+    probabilities = model.predict(VIEWS["view_a"], verbose=0)
+    return str(folder / "initial.weights.h5"), str(folder / "initial.keras"), probabilities
 
 
 @pytest.fixture(scope="module")
-def jax_steps(initial_weights, tmp_path_factory) -> dict[str, tuple[dict, dict]]:
+def initial_weights(tensorflow_model) -> str:
+    return tensorflow_model[0]
+
+
+@pytest.fixture(scope="module")
+def jax_steps(tensorflow_model, tmp_path_factory) -> dict:
     """Every step of tests/jax_backend_job.py, run in one JAX process on two host devices:
-    name -> (figures, variables after the step)."""
+    name -> (figures, variables after the step); `loaded` -> the loaded model's assignments."""
     out = tmp_path_factory.mktemp("jax_steps")
     np.savez(out / "views.npz", **VIEWS)
     np.savez(out / "images.npz", images=IMAGES)
-    args = [initial_weights, str(out / "views.npz"), str(out / "images.npz"), str(out)]
+    weights, saved_model, _ = tensorflow_model
+    args = [weights, saved_model, str(out / "views.npz"), str(out / "images.npz"), str(out)]
     run_under_jax(["tests/jax_backend_job.py", *args], devices=2)
     steps = {}
     for path in out.glob("*.npz"):
-        if path.stem in ("views", "images"):
+        if path.stem in ("views", "images", "loaded"):
             continue
         saved = np.load(path)
         parts = {"figure": {}, "variable": {}}
@@ -47,6 +58,7 @@ def jax_steps(initial_weights, tmp_path_factory) -> dict[str, tuple[dict, dict]]
             kind, name = key.split("/", 1)
             parts[kind][name] = saved[key]
         steps[path.stem] = (parts["figure"], parts["variable"])
+    steps["loaded"] = np.load(out / "loaded.npz")["probabilities"]
     return steps
 
 
@@ -87,3 +99,9 @@ def test_data_parallel_step_equals_one_device(jax_steps):
     # A device that saw only its half of the batch would take another step.
     half_figures, _ = jax_steps["half_batch"]
     assert not np.isclose(half_figures["consistency"], one_figures["consistency"], rtol=1e-4)
+
+
+def test_a_model_saved_under_tensorflow_loads_under_jax(tensorflow_model, jax_steps):
+    """The `.keras` file of a TensorFlow run (fused, synchronized BatchNorm in its config) loads
+    under JAX and assigns the same images to the same prototypes."""
+    np.testing.assert_allclose(jax_steps["loaded"], tensorflow_model[2], rtol=1e-4, atol=1e-6)
