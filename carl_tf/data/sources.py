@@ -633,10 +633,12 @@ def _load_folder(
         return folder.streamed(paths, labels)
     if len(paths) * int(np.prod(folder.image_shape)) > memory_budget_bytes:
         budget_mb = f"{memory_budget_bytes / (1 << 20):.2f}".rstrip("0").rstrip(".")
+        needed_mb = len(paths) * int(np.prod(folder.image_shape)) / (1 << 20)
         require_tensorflow(
             f"{folder.description}: {len(paths)} images of {folder.size[0]}x{folder.size[1]} "
-            f"do not fit the {budget_mb} MiB memory budget, and streaming them needs "
-            "TensorFlow (pip install tensorflow), or raise --config.memory_budget_mb"
+            f"({needed_mb:.3g} MiB) do not fit the memory budget (--config.memory_budget_mb="
+            f"{memory_budget_bytes / (1 << 20):.3g}), and streaming them needs TensorFlow (pip "
+            "install tensorflow); install it or raise the budget"
         )
         logger.warning(
             "%s: %d images of %dx%d do not fit the %s MiB memory budget, so they are "
