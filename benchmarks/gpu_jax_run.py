@@ -273,21 +273,19 @@ class BudgetRun(keras.callbacks.Callback):
     measurement runs after that and is timed apart.
 
     Args:
-        minutes: Training time after the first step.
+        minutes: Training time after the first step, kNN measurements included.
         monitor: The KNNMonitor whose `measure` scores the backbone.
         knn_every: Epochs between kNN measurements (also after the last epoch).
+        batch_size: Images per step.
         out: Directory of curve.csv and summary.json.
         summary: The summary's fixed fields (versions, config, set-up times).
     """
 
-    def __init__(self, minutes, monitor, knn_every, out: Path, summary: dict):
+    def __init__(self, minutes, monitor, knn_every, batch_size, out: Path, summary: dict):
         super().__init__()
         self.budget_s, self.monitor, self.knn_every = 60.0 * minutes, monitor, knn_every
-        self.curve, self.summary_path, self.summary = (
-            out / "curve.csv",
-            out / "summary.json",
-            summary,
-        )
+        self.batch_size, self.summary = batch_size, summary
+        self.curve, self.summary_path = out / "curve.csv", out / "summary.json"
         self.deadline = None
         self.steps = 0
         self.train_s = 0.0
@@ -295,7 +293,6 @@ class BudgetRun(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self.monitor.set_model(self.model)
-        self.batch_size = self.summary["config"]["batch_size"]
         self.write_row({"epoch": 0, "steps": 0, "train_s": 0.0, **self.measure_knn()})
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -345,10 +342,11 @@ class BudgetRun(keras.callbacks.Callback):
         self.write_summary("time budget spent" if spent else "epochs done")
 
     def measure_knn(self) -> dict:
+        """kNN top-1 (%) of the backbone now, and the seconds it took, as curve fields."""
         start = time.monotonic()
-        top1 = self.monitor.measure()
+        top1 = round(self.monitor.measure(), 2)
         self.knn.append(top1)
-        return {"knn_top1": round(top1, 2), "knn_s": round(time.monotonic() - start, 2)}
+        return {"knn_top1": top1, "knn_s": round(time.monotonic() - start, 2)}
 
     def write_row(self, row: dict) -> None:
         """Appends one row to curve.csv and rewrites summary.json, both flushed to disk."""
@@ -364,6 +362,7 @@ class BudgetRun(keras.callbacks.Callback):
         self.write_summary("running")
 
     def write_summary(self, status: str) -> None:
+        """Rewrites summary.json whole (through a rename, so it is never half written)."""
         trained = self.steps * self.batch_size
         timed = trained - (self.batch_size if self.steps else 0)
         self.summary.update(
@@ -463,7 +462,7 @@ def main(args: argparse.Namespace) -> None:
             steps_per_epoch=steps_per_epoch,
             callbacks=[
                 KLWeightSchedule(config.kl_start, config.kl_end, config.kl_decay_epochs),
-                BudgetRun(args.minutes, monitor, config.knn_every, out, summary),
+                BudgetRun(args.minutes, monitor, config.knn_every, config.batch_size, out, summary),
             ],
             verbose=0,
         )
