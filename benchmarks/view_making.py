@@ -13,9 +13,15 @@ then two per-image Gaussian blurs at 96 px (banded matrix products as in `augmen
 of shifted slices), and the full `SimCLRAugment` layer, in a graph-mode `tf.function` (its own
 inner XLA function still applies) and fully jit-compiled. Prints images/s, median of timed runs.
 
-Run: TF_CPP_MIN_LOG_LEVEL=2 PYTHONPATH=. python benchmarks/view_making.py
+With `--before PATH`, instead times the full layer of the module at PATH (e.g. a copy of an
+older `augment.py`) against `carl_tf.method.augment`, calling the two alternately so that both
+see the same load, and prints after / before speed ratios.
+
+Run: TF_CPP_MIN_LOG_LEVEL=2 PYTHONPATH=. python benchmarks/view_making.py [--before PATH [--calls N]]
 """
 
+import argparse
+import importlib.util
 import statistics
 import time
 from collections.abc import Callable
@@ -145,7 +151,61 @@ def full_layer(size: int, seed: int, jit_compile: bool) -> Callable[[tf.Tensor],
     return tf.function(lambda images: layer(images, training=True), jit_compile=jit_compile)
 
 
+def load_module(path: str):
+    """Imports the Python file at `path` as a module of its own name."""
+    spec = importlib.util.spec_from_file_location("augment_before", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def compare_layers(before_path: str, calls: int) -> None:
+    """Full-layer speed of `carl_tf.method.augment` over the module at `before_path`.
+
+    The two layers are called alternately, so that both see the same load on a shared machine;
+    printed are the speed ratio (after / before) of the fastest calls, the median of the ratios
+    of neighbouring calls, and the ratio of median CPU times (which other jobs disturb least).
+    """
+    before = load_module(before_path)
+    print(f"after / before speed of SimCLRAugment, batch {BATCH_SIZE}, {calls} calls each")
+    for size in SIZES:
+        images = tf.cast(
+            tf.random.uniform((BATCH_SIZE, size, size, 3), 0, 256, dtype=tf.int32), tf.uint8
+        )
+        for jit_compile in (False, True):
+            layers = {}
+            for name, module in (("before", before), ("after", augment)):
+                layer = module.SimCLRAugment(image_size=size, seed=0)
+                layers[name] = tf.function(
+                    lambda x, layer=layer: layer(x, training=True), jit_compile=jit_compile
+                )
+            wall = {name: [] for name in layers}
+            cpu = {name: [] for name in layers}
+            for call in range(WARMUP_RUNS + calls):
+                for name, fn in layers.items():
+                    start, start_cpu = time.perf_counter(), time.process_time()
+                    fn(images).numpy()
+                    if call >= WARMUP_RUNS:
+                        wall[name].append(time.perf_counter() - start)
+                        cpu[name].append(time.process_time() - start_cpu)
+            fastest = min(wall["before"]) / min(wall["after"])
+            paired = statistics.median(b / a for b, a in zip(wall["before"], wall["after"]))
+            by_cpu = statistics.median(cpu["before"]) / statistics.median(cpu["after"])
+            label = "SimCLRAugment" + (" (all XLA)" if jit_compile else "")
+            print(
+                f"{size:3d} px  {label:26s} fastest {fastest:.3f}  paired {paired:.3f}  "
+                f"cpu {by_cpu:.3f}"
+            )
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--before", help="an older augment.py to compare the layer with")
+    parser.add_argument("--calls", type=int, default=40, help="timed calls of each with --before")
+    args = parser.parse_args()
+    if args.before:
+        compare_layers(args.before, args.calls)
+        return
     print(f"images/s, batch {BATCH_SIZE}, median of {TIMED_RUNS} runs, CPU threads shared")
     for size in SIZES:
         images = tf.cast(

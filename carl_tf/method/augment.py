@@ -156,17 +156,19 @@ def _bilinear_taps(start, length, extent, size: int, flip):
 def crop_and_resize(images, boxes, size: int, flip=None):
     """Crops one window per image, optionally mirrors it, and resizes it to `size x size`.
 
-    Separable bilinear resampling: gathers of two columns per output column and a blend, then
-    the same for rows, O(B * S * (H + S) * C). Equals `tf.image.resize` (bilinear) of each
-    cropped window.
+    Bilinear resampling in one gather: the two row taps and two column taps of every output
+    pixel make a `(2S, 2S)` grid of input pixels per image, fetched at once with `ops.take` from
+    the batch flattened to `(B * H * W, C)`, then blended along rows and then columns,
+    O(B * S^2 * C). Equals `tf.image.resize` (bilinear) of each cropped window.
 
-    Each pass is one `ops.take` on the batch flattened with the image index folded into the
-    gathered axis, which every backend lowers to a plain gather. The column pass runs first:
-    measured with benchmarks/view_making.py at 96 px (B = 256, CPU, XLA), columns then rows
-    ran at 1.27x the speed of rows then columns, as the second gather then moves whole rows
-    of `S * C` values; TensorFlow's `tf.gather(batch_dims=1)` in the old row-first order ran
-    at the speed of the row-first `ops.take`, and `ops.take_along_axis` (which broadcasts its
-    indices to the output shape) at 0.08-0.12x, a one-hot matrix product at 0.36-0.75x.
+    Why this form: the layer used `tf.gather(batch_dims=1)`, a row pass then a column pass,
+    which has no `keras.ops` twin. Measured inside the XLA-compiled view (B = 256, calls of
+    the two layers interleaved, median CPU time, on a CPU shared with other jobs), this gather
+    ran at 1.02-1.04x its speed at 32 px and 1.1x at 96 px. Row and column passes written with
+    `ops.take` (transposing, or gathering single pixels, for the columns) ran at 0.75-0.95x:
+    XLA then recomputed the last blend inside each of the colour ops that read the crop.
+    `ops.take_along_axis` broadcasts its indices to the output's shape and ran at 0.08-0.12x
+    alone, a one-hot matrix product at 0.36-0.75x.
 
     Why not `tf.image.crop_and_resize` with one box per image: it is batched too, but has no
     XLA kernel and no JAX counterpart. Measured with benchmarks/view_making.py (B = 256, CPU
@@ -190,18 +192,19 @@ def crop_and_resize(images, boxes, size: int, flip=None):
     """
     top, left, crop_h, crop_w = ops.unstack(boxes, num=4, axis=1)
     batch, height, width, channels = ops.shape(images)
-    # Columns: pixel (b, y, x) is row b * H * W + y * W + x of the (B * H * W, C) batch.
-    low, high, frac = _bilinear_taps(left, crop_w, width, size, flip)
-    first = ops.reshape(ops.arange(batch * height) * width, (batch, height, 1))
+    low_y, high_y, frac_y = _bilinear_taps(top, crop_h, height, size, None)
+    low_x, high_x, frac_x = _bilinear_taps(left, crop_w, width, size, flip)
+    # Pixel (y, x) of image b is row (b * H + y) * W + x of the flattened batch.
+    rows = (ops.arange(batch)[:, None] * height + ops.concatenate([low_y, high_y], 1)) * width
+    cols = ops.concatenate([low_x, high_x], axis=1)
     pixels = ops.reshape(images, (-1, channels))
-    cols = ops.take(pixels, first + low[:, None, :], axis=0)  # (B, H, S, C)
-    cols += frac[:, None, :, None] * (ops.take(pixels, first + high[:, None, :], axis=0) - cols)
-    # Rows: row (b, y) is row b * H + y of the (B * H, S, C) batch.
-    low, high, frac = _bilinear_taps(top, crop_h, height, size, None)
-    first = ops.arange(batch)[:, None] * height
-    rows = ops.reshape(cols, (-1, size, channels))
-    crops = ops.take(rows, first + low, axis=0)  # (B, S, S, C)
-    return crops + frac[:, :, None, None] * (ops.take(rows, first + high, axis=0) - crops)
+    taps = ops.take(pixels, rows[:, :, None] + cols[:, None, :], axis=0)  # (B, 2S, 2S, C)
+    top_left, top_right = taps[:, :size, :size], taps[:, :size, size:]
+    bottom_left, bottom_right = taps[:, size:, :size], taps[:, size:, size:]
+    frac_y = frac_y[:, :, None, None]
+    left_column = top_left + frac_y * (bottom_left - top_left)
+    right_column = top_right + frac_y * (bottom_right - top_right)
+    return left_column + frac_x[:, None, :, None] * (right_column - left_column)
 
 
 def grayscale(images):
