@@ -6,8 +6,8 @@ samples the boxes, three batched random-resized-crop implementations:
 - one `tf.image.crop_and_resize` call with a box per image (native kernel; XLA has none);
 - `keras_cv.layers.RandomCropAndResize`: per-image `vectorized_map`, which falls back to a
   while_loop because CropAndResize has no pfor converter (TF warns about it);
-- `carl_tf.method.augment.crop_and_resize`: separable per-image gathers and blends, without and with
-  XLA (`SimCLRAugment` runs it inside an XLA function);
+- `carl_tf.method.augment.crop_and_resize`: one gather of each view's bilinear taps and their
+  blends, without and with XLA (`SimCLRAugment` runs it inside an XLA function);
 
 then two per-image Gaussian blurs at 96 px (banded matrix products as in `augment`, and a sum
 of shifted slices), and the full `SimCLRAugment` layer, in a graph-mode `tf.function` (its own
@@ -89,7 +89,7 @@ def keras_cv_crop_and_resize(size: int, seed: int) -> Callable[[tf.Tensor], tf.T
 def gather_crop_and_resize(
     size: int, seed: int, jit_compile: bool
 ) -> Callable[[tf.Tensor], tf.Tensor]:
-    """Random resized crop via `augment.crop_and_resize` (separable gathers)."""
+    """Random resized crop via `augment.crop_and_resize` (one gather of the bilinear taps)."""
     generator = keras.random.SeedGenerator(seed)
 
     @tf.function(jit_compile=jit_compile)

@@ -171,11 +171,12 @@ def crop_and_resize(images, boxes, size: int, flip=None):
     alone, a one-hot matrix product at 0.36-0.75x.
 
     Why not `tf.image.crop_and_resize` with one box per image: it is batched too, but has no
-    XLA kernel and no JAX counterpart. Measured with benchmarks/view_making.py (B = 256, CPU
-    shared with other jobs, six runs): alone, it ran at 0.85-2.3x the speed of the gathers
-    under XLA at 32 px (median 1.3x) and 0.8-1.5x at 96 px (median 0.9x). Inside
-    `SimCLRAugment`, where the gathers fuse with the colour ops in one XLA function, the layer
-    was 1.01-1.06x faster with the gathers at both sizes (interleaved runs).
+    XLA kernel and no JAX counterpart. Measured with benchmarks/view_making.py against the
+    `tf.gather(batch_dims=1)` form, which this gather matches or beats (B = 256, CPU shared
+    with other jobs, six runs): alone, it ran at 0.85-2.3x the speed of the gathers under XLA
+    at 32 px (median 1.3x) and 0.8-1.5x at 96 px (median 0.9x). Inside `SimCLRAugment`, where
+    the gathers fuse with the colour ops in one XLA function, the layer was 1.01-1.06x faster
+    with the gathers at both sizes (interleaved runs).
     `keras_cv.layers.RandomCropAndResize` was slowest (4-6x slower than the gathers under
     XLA at 32 px, 1.4-2.4x at 96 px): its per-image `vectorized_map` falls back to a
     while_loop, as CropAndResize has no pfor converter.
