@@ -23,8 +23,9 @@ import carl_tf  # noqa: F401  (registers carl_tf's classes for load_model)
 
 pytestmark = requires_jax
 
-# The digits smoke preset, 2 epochs, kNN every epoch; float32, so both backends compute alike.
-FLAGS = ["--config=configs/digits.py:smoke", "--epochs=2", "--knn_every=1"]
+# The digits smoke preset on 320 of its images (5 steps per epoch), 2 epochs, kNN every epoch.
+FLAGS = ["--config=configs/digits.py:smoke", "--config.train_subset=320", "--epochs=2"]
+FLAGS += ["--knn_every=1"]
 
 
 def metrics(workdir) -> list[dict]:
@@ -32,25 +33,47 @@ def metrics(workdir) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-@pytest.fixture(scope="module")
-def resumed_run(tmp_path_factory):
-    """A float32 JAX run SIGKILLed during epoch 2 (once epoch 1's checkpoint is written), then
-    the same command again through tests/jax_train_job.py, which saves what the export computes.
+def start_train(workdir, *flags, without_tensorflow=False, output=subprocess.DEVNULL):
+    """Starts `python train.py` under JAX on one host device."""
+    return subprocess.Popen(
+        [sys.executable, "train.py", f"--workdir={workdir}", *flags],
+        cwd=REPO,
+        env=jax_environment(without_tensorflow=without_tensorflow),
+        stdout=output,
+        stderr=output,
+        text=True,
+    )
 
-    Returns (workdir, the killed run's files, the rerun's process, its npz).
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Every JAX run of this file, the two without TensorFlow beside the others (JAX compiles on
+    one core): name -> what the tests check.
+
+    `resumed`: a float32 run SIGKILLed during epoch 2 (once epoch 1's checkpoint is written),
+    then the same command again through tests/jax_train_job.py, which saves what the export
+    computes: (workdir, the killed run's files, the rerun's process, its npz). `digits` and
+    `npz`: one-epoch runs where TensorFlow cannot be imported: (workdir, exit code, stdout,
+    stderr).
     """
     tmp = tmp_path_factory.mktemp("jax_train")
+    rng = np.random.default_rng(0)
+    npz = tmp / "images.npz"
+    np.savez(npz, x=rng.integers(0, 256, (160, 32, 32, 3), dtype=np.uint8), y=np.arange(160) % 4)
+    without = {
+        "digits": [*FLAGS, "--epochs=1"],
+        "npz": [*FLAGS, f"--dataset=npz:{npz}", "--holdout=0.2", "--batch_size=32", "--epochs=1"],
+    }
+    started = {
+        name: start_train(tmp / name, *flags, without_tensorflow=True, output=subprocess.PIPE)
+        for name, flags in without.items()
+    }
+
     workdir = str(tmp / "run")
-    flags = [*FLAGS, "--precision=float32", f"--workdir={workdir}"]
-    killed = subprocess.Popen(
-        [sys.executable, "train.py", *flags],
-        cwd=REPO,
-        env=jax_environment(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    flags = [*FLAGS, "--precision=float32"]
+    killed = start_train(workdir, *flags)
     first_checkpoint = os.path.join(workdir, "checkpoints", "ckpt-0001.keras")
-    deadline = time.time() + 300
+    deadline = time.time() + 400
     while not os.path.exists(first_checkpoint) and killed.poll() is None:
         assert time.time() < deadline, "no checkpoint of epoch 1 in time"
         time.sleep(0.1)
@@ -61,8 +84,18 @@ def resumed_run(tmp_path_factory):
         "epochs": [int(row["epoch"]) for row in metrics(workdir)],
     }
     out = str(tmp / "jax.npz")
-    rerun = run_under_jax(["tests/jax_train_job.py", out, *flags], timeout=400)
-    return workdir, left, rerun, np.load(out)
+    job_flags = [*flags, f"--workdir={workdir}"]
+    rerun = run_under_jax(["tests/jax_train_job.py", out, *job_flags], timeout=400)
+    results = {"resumed": (workdir, left, rerun, np.load(out))}
+    for name, process in started.items():
+        stdout, stderr = process.communicate(timeout=400)
+        results[name] = (tmp / name, process.returncode, stdout, stderr)
+    return results
+
+
+@pytest.fixture(scope="module")
+def resumed_run(runs):
+    return runs["resumed"]
 
 
 def test_killed_run_resumes_after_epoch_one_and_finishes(resumed_run):
@@ -106,36 +139,19 @@ def test_saved_model_written_under_jax_gives_the_backbones_features(resumed_run)
     assert empty.shape == (0, features.shape[1])
 
 
-def _without_tensorflow(workdir, *flags) -> subprocess.CompletedProcess:
-    """train.py under JAX where TensorFlow cannot be imported; fails the test unless it exits 0."""
-    return run_under_jax(
-        ["train.py", f"--workdir={workdir}", *flags], without_tensorflow=True, timeout=400
-    )
-
-
-def test_trains_on_digits_without_tensorflow(tmp_path):
-    workdir = tmp_path / "digits"
-    result = _without_tensorflow(workdir, *FLAGS, "--epochs=1")
+@pytest.mark.parametrize("name", ["digits", "npz"])
+def test_trains_without_tensorflow_and_says_what_it_cannot_write(runs, name):
+    workdir, code, stdout, stderr = runs[name]
+    assert code == 0, stderr[-3000:]
+    assert "Traceback" not in stderr
     assert [int(row["epoch"]) for row in metrics(workdir)] == [0, 1]
     assert os.path.exists(workdir / "export" / "carl.keras")
     assert not os.path.exists(workdir / "export" / "backbone")
-    saved_model_lines = [line for line in result.stderr.splitlines() if "SavedModel" in line]
-    tensorboard_lines = [line for line in result.stderr.splitlines() if "TensorBoard" in line]
+    saved_model_lines = [line for line in stderr.splitlines() if "SavedModel" in line]
+    tensorboard_lines = [line for line in stderr.splitlines() if "TensorBoard" in line]
     assert len(saved_model_lines) == 1 and "needs TensorFlow" in saved_model_lines[0]
     assert len(tensorboard_lines) == 1 and "needs TensorFlow" in tensorboard_lines[0]
-    assert "Traceback" not in result.stderr
-    assert f"exported the model to {workdir / 'export' / 'carl.keras'}" in result.stdout
-
-
-def test_trains_on_an_npz_source_without_tensorflow(tmp_path):
-    rng = np.random.default_rng(0)
-    path = tmp_path / "images.npz"
-    np.savez(path, x=rng.integers(0, 256, (160, 32, 32, 3), dtype=np.uint8), y=np.arange(160) % 4)
-    workdir = tmp_path / "npz"
-    flags = [*FLAGS, f"--dataset=npz:{path}", "--holdout=0.2", "--batch_size=32", "--epochs=1"]
-    _without_tensorflow(workdir, *flags)
-    assert [int(row["epoch"]) for row in metrics(workdir)] == [0, 1]
-    assert os.path.exists(workdir / "export" / "carl.keras")
+    assert f"exported the model to {workdir / 'export' / 'carl.keras'}" in stdout
 
 
 def test_multi_worker_is_refused_under_jax_in_one_line(tmp_path):
