@@ -4,9 +4,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from jax_support import requires_jax, run_under_jax
 
 from carl_tf import CARL
 from carl_tf.method.backbones import build_backbone
+from carl_tf.run import precision
 from carl_tf.run.precision import PRECISIONS, cpu_flags, resolve_precision, set_precision
 
 IMAGE_SIZE = 16
@@ -124,3 +126,21 @@ def test_xla_train_step_equals_the_graph_step():
         weights[jit_compile] = model.get_weights()
     for got, want in zip(weights[True], weights[False]):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_jax_compute_capability_strings():
+    assert precision._capability("9.0") == (9, 0)
+    assert precision._capability("7.5") == (7, 5)
+    assert precision._capability(None) == (0, 0) and precision._capability("sm_90") == (0, 0)
+
+
+@requires_jax
+def test_auto_precision_under_jax_without_tensorflow():
+    """JAX lists the devices (no GPUs here), the CPU flags decide as under TensorFlow."""
+    code = (
+        "from carl_tf.run import precision as p; "
+        "print(p.gpu_compute_capabilities(), p.resolve_precision('auto'))"
+    )
+    result = run_under_jax(["-c", code], without_tensorflow=True)
+    expected = resolve_precision("auto", gpus=[])
+    assert result.stdout.split() == ["[]", expected]

@@ -5,6 +5,7 @@ import types
 
 import pytest
 import tensorflow as tf
+from jax_support import requires_jax, run_under_jax
 
 from carl_tf.run import strategy as strategy_module
 from carl_tf.run.strategy import STRATEGIES, is_chief, make_strategy, worker_workdir
@@ -166,3 +167,32 @@ def test_a_second_mirrored_run_in_one_process_trains(tmp_path):
     run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "both runs trained" in run.stdout
+
+
+_JAX_STRATEGIES = """
+import keras
+from carl_tf.errors import UsageError
+from carl_tf.run.strategy import is_chief, make_strategy, worker_workdir
+for name in ("auto", "default", "mirrored"):
+    strategy = make_strategy(name)
+    assert keras.distribution.distribution() is strategy.distribution
+    assert is_chief(strategy) and worker_workdir("runs/x", strategy) == "runs/x"
+    print(name, strategy.num_replicas_in_sync)
+for name in ("multi_worker", "tpu"):
+    try:
+        make_strategy(name)
+    except UsageError as error:
+        print(name, error)
+"""
+
+
+@requires_jax
+@pytest.mark.parametrize("devices", [1, 2])
+def test_jax_strategies_without_tensorflow(devices):
+    """Under JAX: auto is data parallel over several devices only, mirrored over all of them,
+    default one device, every process the chief; multi_worker and tpu are one-line refusals."""
+    result = run_under_jax(["-c", _JAX_STRATEGIES], devices=devices, without_tensorflow=True)
+    lines = result.stdout.splitlines()
+    assert lines[:3] == [f"auto {devices}", "default 1", f"mirrored {devices}"]
+    for name, line in zip(("multi_worker", "tpu"), lines[3:], strict=True):
+        assert line.startswith(f"{name} --strategy={name} needs the TensorFlow backend")

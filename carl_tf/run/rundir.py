@@ -50,7 +50,8 @@ class RunDirectory:
     """Paths and atomic writes of one training run.
 
     Layout: `config.json`, `metrics.csv`, `checkpoints/ckpt-NNNN.keras` (NNNN = epochs done),
-    `tensorboard/`, `export/backbone/` (SavedModel) and `export/carl.keras`.
+    `tensorboard/` and `export/backbone/` (SavedModel; both only where TensorFlow is installed),
+    and `export/carl.keras`.
     """
 
     def __init__(self, path: str):
@@ -109,6 +110,9 @@ class RunDirectory:
 
     def is_finished(self, epochs: int | None = None) -> bool:
         """Whether the run is complete: its export is renamed into place last.
+
+        The export directory counts with or without `backbone/` (a run without TensorFlow
+        exports `carl.keras` alone).
 
         Args:
             epochs: The epochs the run is to reach; an export of fewer (a run being extended)
