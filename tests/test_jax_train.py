@@ -6,6 +6,7 @@ what they wrote.
 """
 
 import csv
+import glob
 import os
 import signal
 import subprocess
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from jax_support import REPO, jax_environment, requires_jax, run_under_jax
+from tensorboard.backend.event_processing import event_accumulator
 
 import carl_tf  # noqa: F401  (registers carl_tf's classes for load_model)
 
@@ -111,8 +113,27 @@ def test_killed_run_resumes_after_epoch_one_and_finishes(resumed_run):
         "ckpt-0001.keras",
         "ckpt-0002.keras",
     ]
-    assert os.listdir(os.path.join(workdir, "tensorboard"))  # TensorFlow is installed here
     assert "kNN top-1: untrained" in rerun.stdout
+
+
+def test_step_learning_rate_follows_the_schedule_under_jax(resumed_run):
+    """The rerun's TensorBoard record at step 10 (the last of epoch 2, 5 steps an epoch) holds
+    that step's rate, which metrics.csv records at the epoch's end, not the rate at the epoch's
+    start, which JAX's optimizer variables still hold mid-epoch."""
+    workdir, _, _, _ = resumed_run
+    paths = sorted(glob.glob(os.path.join(workdir, "tensorboard", "train", "events.out.*")))
+    rates = {}
+    for path in paths:
+        events = event_accumulator.EventAccumulator(path, size_guidance={"tensors": 0})
+        events.Reload()
+        if "step/learning_rate" in events.Tags()["tensors"]:
+            for event in events.Tensors("step/learning_rate"):
+                rates[event.step] = float(tf.make_ndarray(event.tensor_proto))
+    (epoch_2,) = [row for row in metrics(workdir) if row["epoch"] == "2"]
+    assert list(rates) == [10]
+    assert rates[10] == pytest.approx(float(epoch_2["learning_rate"]), rel=1e-6)
+    (epoch_1,) = [row for row in metrics(workdir) if row["epoch"] == "1"]
+    assert rates[10] != pytest.approx(float(epoch_1["learning_rate"]), rel=1e-3)
 
 
 def test_keras_export_loads_under_tensorflow_with_the_same_assignments(resumed_run):
