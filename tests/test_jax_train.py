@@ -175,6 +175,13 @@ def test_trains_without_tensorflow_and_says_what_it_cannot_write(runs, name):
     assert f"exported the model to {workdir / 'export' / 'carl.keras'}" in stdout
 
 
+def test_a_finished_run_without_savedmodel_counts_as_finished(runs):
+    workdir, _, _, _ = runs["digits"]
+    flags = [*FLAGS, "--epochs=1", f"--workdir={workdir}"]
+    result = run_under_jax(["train.py", *flags], without_tensorflow=True, timeout=120)
+    assert "holds a finished run; nothing to do" in result.stdout
+
+
 def test_multi_worker_is_refused_under_jax_in_one_line(tmp_path):
     result = run_under_jax(
         ["train.py", *FLAGS, "--strategy=multi_worker", f"--workdir={tmp_path / 'run'}"],
