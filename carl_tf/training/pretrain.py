@@ -223,7 +223,10 @@ def build_model(config, steps_per_epoch: int, cycle_start_epoch: int = 0) -> CAR
         small_crop_scale=(config.small_crop_min_scale, config.small_crop_max_scale),
     )
     optimizer = build_optimizer(config, steps_per_epoch, cycle_start_epoch)
-    model.compile(optimizer=optimizer, jit_compile=config.jit_compile)
+    # JAX runs an uncompiled step op by op, several times slower: there the step is always
+    # compiled, and `jit_compile` chooses only for TensorFlow.
+    jit_compile = config.jit_compile or keras.backend.backend() == "jax"
+    model.compile(optimizer=optimizer, jit_compile=jit_compile)
     return model
 
 
