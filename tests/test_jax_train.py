@@ -207,3 +207,12 @@ def test_the_step_is_compiled_under_jax_whatever_jit_compile_says():
     )
     result = run_under_jax(["-c", code], without_tensorflow=True)
     assert "jit_compile True" in result.stdout
+
+
+def test_evaluate_says_in_one_line_that_it_needs_the_tensorflow_backend(tmp_path):
+    result = run_under_jax(
+        ["evaluate.py", f"--model={tmp_path}"], without_tensorflow=True, check=False
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "KERAS_BACKEND=tensorflow" in lines[0], result.stderr

@@ -116,6 +116,7 @@ def main(argv):
     if _MODEL.value is None:
         raise UsageError("pass --model=PATH: a train.py workdir, a SavedModel or a .keras file")
     protocol_settings(None)  # checked before the slow part
+    require_tensorflow_backend()
     from carl_tf.evaluation.evaluate import evaluate
     from carl_tf.evaluation.loading import load_model
 
@@ -153,6 +154,18 @@ def main(argv):
         drawn = ", ".join(result.plots) or "none drawn (no metrics.csv, no prototype assignments)"
         print(f"plots: {drawn}")
     return 0
+
+
+def require_tensorflow_backend() -> None:
+    """Raises UsageError under another Keras backend: the probes and the loaders of exported
+    models are TensorFlow's, and a `.keras` file of a JAX run loads there too."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        raise UsageError(
+            f"evaluate.py runs under Keras's TensorFlow backend, not {keras.backend.backend()!r}; "
+            "rerun with KERAS_BACKEND=tensorflow (a JAX run's export/carl.keras loads there)"
+        )
 
 
 def run() -> None:

@@ -17,13 +17,15 @@ of a training-time monitor.
 import functools
 import logging
 import math
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from carl_tf.evaluation.features import extract_features
-from carl_tf.evaluation.probe_augment import PadCropFlip
+
+if TYPE_CHECKING:  # the probes train on tf.data; the module imports without TensorFlow
+    import tensorflow as tf
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +66,7 @@ class _FrozenBackbone(keras.layers.Layer):
         super().__init__(**kwargs)
         self._features = functools.partial(backbone, training=False)
 
-    def call(self, images: tf.Tensor) -> tf.Tensor:
+    def call(self, images):
         return self._features(images)
 
 
@@ -106,8 +108,10 @@ def _classifier(train_features: np.ndarray, num_classes: int) -> keras.Sequentia
 
 def _train_dataset(
     inputs: np.ndarray, labels: np.ndarray, batch_size: int, seed: int
-) -> tf.data.Dataset:
+) -> "tf.data.Dataset":
     """Batches `(inputs, labels)` as float32, reshuffled every epoch in a seeded order."""
+    import tensorflow as tf  # only a probe that runs needs it
+
     return (
         tf.data.Dataset.from_tensor_slices((inputs, labels))
         .shuffle(len(inputs), seed=seed)
@@ -125,7 +129,7 @@ def _top_k_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
 
 def _fit_and_score(
     probe: keras.Model,
-    train_data: tf.data.Dataset,
+    train_data: "tf.data.Dataset",
     test_inputs: np.ndarray,
     test_labels: np.ndarray,
     *,
@@ -255,6 +259,8 @@ def linear_probe(
     inputs = keras.Input(shape=train_images.shape[1:])
     images, statistics_images = inputs, train_images
     if augment:
+        from carl_tf.evaluation.probe_augment import PadCropFlip  # TensorFlow ops
+
         augmentation = PadCropFlip(padding=train_images.shape[1] // 8, seed=seed)
         images = augmentation(images)
         # Standardise with statistics of the distribution the classifier trains on, augmented
