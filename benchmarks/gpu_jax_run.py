@@ -217,8 +217,6 @@ def run_config(args: argparse.Namespace, folder: Path):
     config.batch_size, config.backbone_width = args.batch_size, args.width
     config.image_size, config.epochs = args.image_size, args.epochs
     config.knn_every = args.knn_every
-    # Under JAX `jit_compile=False` would run the step op by op; XLA is JAX's one fast path.
-    config.jit_compile = True
     if args.smoke:
         config.batch_size, config.backbone_width, config.projection_hidden_dim = 32, 8, 64
     return config

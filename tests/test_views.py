@@ -308,6 +308,9 @@ def test_training_batches_picks_the_path_and_says_why(tmp_path, caplog):
         )
     assert large.element_spec["crops"].shape == (4, 2, 32, 32, 3)
     assert small.element_spec[0].shape == (4, 16, 16, 3)
+    # Endless on both paths: fit's steps_per_epoch, not the data, ends an epoch.
+    for batches in (large, small):
+        assert batches.cardinality() == tf.data.INFINITE_CARDINALITY
     assert any("full-resolution images (first image 150x200 > 32)" in m for m in caplog.messages)
     assert any("on device" in m and "held decoded in memory" in m for m in caplog.messages)
 

@@ -267,7 +267,7 @@ def training_data(config, source: data.ImageSource, strategy):
     """
 
     def build(batch_size: int, shard: tuple[int, int]):
-        batches = views.training_batches(
+        return views.training_batches(
             source,
             image_size=config.image_size,
             crop_scale=(config.crop_min_scale, 1.0),
@@ -276,8 +276,6 @@ def training_data(config, source: data.ImageSource, strategy):
             seed=config.seed,
             shard=shard,
         )
-        # array_batches (JAX, a held source) are endless already; tf.data pipelines repeat.
-        return batches if isinstance(batches, keras.utils.PyDataset) else batches.repeat()
 
     return worker_input.per_worker_batches(strategy, config.batch_size, build)
 

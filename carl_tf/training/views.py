@@ -194,7 +194,7 @@ def training_batches(
     seed: int,
     shard: tuple[int, int] = (1, 0),
 ) -> "tf.data.Dataset | keras.utils.PyDataset":
-    """Shuffled training batches of a source, in the form its views are best made from.
+    """Endless shuffled training batches of a source, in the form its views are best made from.
 
     Crop pairs from `crop_pairs` when `uses_full_resolution(source, image_size)`, else the
     images as loaded, cropped on device: from `carl_tf.data.make_dataset`, or under the JAX
@@ -211,9 +211,10 @@ def training_batches(
         shard: `(count, index)`: read only the index-th of `count` disjoint parts of the source.
 
     Returns:
-        A dataset of crop-pair dicts (see `crop_pairs`) or of `(images, labels)` batches, one
-        incomplete batch dropped; under JAX, for a held source, the endless uint8 image
-        batches of `array_batches` (give `fit` its `steps_per_epoch`).
+        An endless stream, reshuffled on every pass (give `fit` its `steps_per_epoch`): a
+        repeated dataset of crop-pair dicts (see `crop_pairs`) or of `(images, labels)`
+        batches, each pass dropping its incomplete batch; under JAX, for a held source, the
+        uint8 image batches of `array_batches`.
 
     Raises:
         UsageError: Under JAX, for crop pairs (they need the TensorFlow backend), or for a
@@ -243,7 +244,7 @@ def training_batches(
             drop_remainder=True,
             seed=seed,
             shard=shard,
-        )
+        ).repeat()
     height, width, _ = source.image_shape
     if source.records is None:
         reason = "the source is held decoded in memory"
@@ -266,4 +267,4 @@ def training_batches(
         )
     return data.make_dataset(
         source, batch_size=batch_size, shuffle=True, drop_remainder=True, seed=seed, shard=shard
-    )
+    ).repeat()
