@@ -241,6 +241,30 @@ def test_collapse_guard_warns_with_the_fix_and_stops_after_patience_epochs(caplo
     assert len(caplog.messages) == 3
 
 
+def test_collapse_advice_names_the_held_lambda_when_prototypes_outnumber_the_batch():
+    from carl_tf.run.callbacks import collapse_advice
+
+    # K = 1000 over a batch of 256 collapsed at lambda 4 -> 1.5 and held at 4 -> 2.5.
+    many = collapse_advice(1000, 256, 0.03, 4.0, 1.5)
+    assert "--kl_end=2.5" in many and "now 4.0 -> 1.5" in many and "1000" in many
+    assert many.index("--kl_end=2.5") < many.index("--learning_rate (now 0.03)")
+    # Fewer prototypes than the batch, or lambda already there: the general advice.
+    for args in ((100, 128, 0.24, 4.0, 1.5), (1000, 256, 0.03, 4.0, 2.5)):
+        few = collapse_advice(*args)
+        assert f"--learning_rate (now {args[2]})" in few and "--kl_end=2.5" not in few
+
+
+def test_collapse_guard_warns_with_the_advice_it_was_given(caplog):
+    from carl_tf.run.callbacks import CollapseGuard
+
+    model = tiny_carl(num_prototypes=50)
+    guard = CollapseGuard(fraction=0.1, batch_size=20, advice="keep lambda at 4")
+    guard.set_model(model)
+    with caplog.at_level("WARNING", logger="carl_tf"):
+        guard.on_epoch_end(0, {"prototypes_in_use": 1.0})
+    assert caplog.messages[0].endswith("the assignment is collapsing; keep lambda at 4")
+
+
 def test_collapse_guard_with_zero_patience_only_warns():
     from carl_tf.run.callbacks import CollapseGuard
 

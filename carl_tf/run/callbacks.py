@@ -15,6 +15,34 @@ from carl_tf.run.rundir import RunDirectory
 logger = logging.getLogger(__name__)
 
 
+# Where lambda ended when K = 1000 prototypes held on CIFAR-10 (docs/results.md, "Stability").
+HELD_KL_END = 2.5
+
+
+def collapse_advice(
+    num_prototypes: int, batch_size: int, learning_rate: float, kl_start: float, kl_end: float
+) -> str:
+    """The settings to change after a collapse, named from the cases measured on CIFAR-10.
+
+    With more prototypes than images in a batch, the batch-mean prior (eq. 5) holds the
+    assignment only while lambda stays high: K = 1000 collapsed once lambda decayed to 1.5, at
+    batch 128 and at batch 256, and held with lambda 4 -> 2.5 at batch 256 and a constant 4 at
+    batch 128. With fewer, the usual cause is the learning rate: K = 100 at batch 128 held at
+    0.12 and collapsed at 0.24.
+    """
+    if num_prototypes > batch_size and kl_end < HELD_KL_END:
+        return (
+            f"with K = {num_prototypes} prototypes above the batch of {batch_size}, end lambda "
+            f"at {HELD_KL_END} or more: --kl_end={HELD_KL_END} (now {kl_start} -> {kl_end}; "
+            f"K = 1000 held there and collapsed at 1.5), or lower --learning_rate "
+            f"(now {learning_rate})"
+        )
+    return (
+        f"lower --learning_rate (now {learning_rate}) or raise --kl_start/--kl_end "
+        f"(now {kl_start}/{kl_end})"
+    )
+
+
 class CollapseGuard(keras.callbacks.Callback):
     """Warns when the assignment collapses onto few prototypes (section 2.3's trivial solution)
     and stops training once it has stayed collapsed for `patience` epochs in a row.
@@ -22,12 +50,14 @@ class CollapseGuard(keras.callbacks.Callback):
     A collapsed CARL does not come back (every run here that fell under the threshold stayed
     there), so training on only burns the rest of the schedule. `prototypes_in_use` counts
     distinct argmax prototypes within one batch, so it can never exceed the batch size: the
-    threshold is a fraction of min(K, batch_size), not of K.
+    threshold is a fraction of min(K, batch_size), not of K. `advice` (`collapse_advice`) names
+    the settings to change, in the warning and in the caller's error alike.
     """
 
-    def __init__(self, fraction: float, batch_size: int, patience: int = 2):
+    def __init__(self, fraction: float, batch_size: int, patience: int = 2, advice: str = ""):
         super().__init__()
         self.fraction, self.batch_size, self.patience = fraction, batch_size, patience
+        self.advice = advice or "raise --kl_start/--kl_end or lower --learning_rate"
         self.collapsed_epochs = 0
         self.stopped_at: int | None = None
 
@@ -45,10 +75,11 @@ class CollapseGuard(keras.callbacks.Callback):
         self.collapsed_epochs += 1
         logger.warning(
             "epoch %d: only %.1f of %d prototypes in use per batch: the assignment is "
-            "collapsing; raise --kl_start/--kl_end or lower --learning_rate",
+            "collapsing; %s",
             epoch + 1,
             in_use,
             self.model.num_prototypes,
+            self.advice,
         )
         if self.patience and self.collapsed_epochs >= self.patience:
             self.stopped_at = epoch + 1

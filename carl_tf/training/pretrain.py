@@ -28,7 +28,13 @@ from carl_tf.method.augment import SimCLRAugment
 from carl_tf.method.backbones import build_backbone
 from carl_tf.method.model import CARL
 from carl_tf.method.schedules import KLWeightSchedule, StartAt
-from carl_tf.run.callbacks import CollapseGuard, Interrupted, RunRecorder, StopOnNaN
+from carl_tf.run.callbacks import (
+    CollapseGuard,
+    Interrupted,
+    RunRecorder,
+    StopOnNaN,
+    collapse_advice,
+)
 from carl_tf.run.config import validate_config
 from carl_tf.run.export import export_run
 from carl_tf.run.precision import set_precision
@@ -415,8 +421,18 @@ def make_callbacks(config, model: CARL, run_dir: RunDirectory, knn_sets, recorde
             board.write_untrained(untrained)
         callbacks.append(monitor)
     nan_guard = StopOnNaN()
+    advice = collapse_advice(
+        config.num_prototypes,
+        config.batch_size,
+        config.learning_rate,
+        config.kl_start,
+        config.kl_end,
+    )
     collapse_guard = CollapseGuard(
-        config.collapse_fraction, config.batch_size, patience=config.collapse_patience
+        config.collapse_fraction,
+        config.batch_size,
+        patience=config.collapse_patience,
+        advice=advice,
     )
     callbacks += [collapse_guard, nan_guard, recorder, board]
     if on_terminal():  # Keras's bar, finished before the epoch line below is printed
@@ -443,9 +459,7 @@ def raise_on_failure(config, policy: str, nan_guard: StopOnNaN, collapse_guard: 
         raise TrainingFailed(
             f"the assignment collapsed: fewer than {collapse_guard.threshold():g} "
             f"prototypes in use per batch for {collapse_guard.patience} epochs, up to epoch "
-            f"{collapse_guard.stopped_at}; lower --learning_rate (now {config.learning_rate}) "
-            f"or raise --kl_start/--kl_end (now {config.kl_start}/{config.kl_end}) and rerun "
-            "with --overwrite"
+            f"{collapse_guard.stopped_at}; {collapse_guard.advice}, and rerun with --overwrite"
         )
 
 
