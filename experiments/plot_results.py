@@ -4,16 +4,16 @@ python experiments/plot_results.py
 
 Each curve figure has two panels: kNN top-1 on the 5k validation split against the epoch (epoch 0
 is the untrained backbone), and prototypes in use per batch against the epoch. `ablation_summary`
-draws the final kNN and linear top-1 of every ablation run next to the spread of the repeated
-preset runs (docs/results.md, "Run-to-run spread").
+draws the final kNN and linear top-1 of every seeded row (seeded_rows.py) against the preset
+row's spread.
 """
 
 import csv
-import json
 import os
 import statistics
 
 import matplotlib
+import seeded_rows
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -23,7 +23,8 @@ RESULTS = os.path.join(ROOT, "docs", "results")
 IMAGES = os.path.join(ROOT, "docs", "img")
 BATCH = 128  # at most this many prototypes can be in use in one batch
 
-# figure name -> (title, [(csv stem, legend label, K)], plot prototypes as a fraction of K)
+# figure name -> (title, [(csv stem, legend label, K[, batch])], plot prototypes in use as a
+# fraction of min(K, batch); batch is BATCH unless given)
 FIGURES = {
     "main_curves": (
         "Main runs: 45k training images, K=100",
@@ -74,6 +75,25 @@ FIGURES = {
         ],
         False,
     ),
+    "stability_k1000": (
+        "K = 1000 on the 10k subset: where lambda ends decides collapse",
+        [
+            ("abl2_k1000", "batch 128, lambda 4 -> 1.5", 1000),
+            ("k1000_l4_s0", "batch 128, lambda 4 (constant)", 1000),
+            ("k1000_b256_s0", "batch 256, lambda 4 -> 1.5", 1000, 256),
+            ("k1000_b256_l25_s0", "batch 256, lambda 4 -> 2.5 (cifar100 preset)", 1000, 256),
+        ],
+        True,
+    ),
+    "stability_lr": (
+        "Learning rate on the 10k subset (K = 100, batch 128)",
+        [
+            ("tuneE_bf16_lr12", "lr 0.12 (preset)", 100),
+            ("tuneF_bf16_lr24", "lr 0.24 (collapsed)", 100),
+            ("warm1_lr24_s0", "lr 0.24 after 1 warmup epoch", 100),
+        ],
+        False,
+    ),
     "ablation_lambda_lr06": (
         "lambda schedule (10k subset, K=100, lr 0.06, float32)",
         [
@@ -116,59 +136,28 @@ def series(rows, field):
     return [p[0] for p in points], [p[1] for p in points]
 
 
-# The preset at the ablation size, run three times (float rounding apart), and the ablations;
-# (csv stem, label) per bar group of ablation_summary.
-REPEATS = ["abl2_base", "tuneE_bf16_lr12", "tuneD_lr12"]
-ABLATIONS = [
-    [
-        ("abl2_lambda_const4", "lambda 4"),
-        ("abl2_lambda_const15", "lambda 1.5"),
-        ("abl2_k10", "K = 10"),
-        ("abl2_k1000", "K = 1000"),
-        ("abl2_symmetric", "symmetric"),
-        ("tuneH_wd1e4", "wd 1e-4"),
-    ],
-    [
-        ("tuneC_lr06", "preset\n(decay, K=100)"),
-        ("abl_lambda_const4", "lambda 4"),
-        ("abl_lambda_const15", "lambda 1.5"),
-        ("abl_k10", "K = 10"),
-        ("abl_k1000", "K = 1000"),
-        ("abl_symmetric", "symmetric"),
-    ],
-]
-
-
-def probe(stem):
-    """The trained backbone's record in docs/results/STEM.probe.json (one JSON object a line)."""
-    path = os.path.join(RESULTS, f"{stem}.probe.json")
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        records = [json.loads(line) for line in f if line.strip()]
-    return next((r for r in records if r["backbone"] == "trained"), None)
-
-
 def curves(name, title, runs, as_fraction):
-    present = [(stem, label, k, read(stem)) for stem, label, k in runs]
+    present = [(run[1], run[2], (run[3:] or (BATCH,))[0], read(run[0])) for run in runs]
     present = [p for p in present if p[3]]
     if not present:
         return 0
+    batches = sorted({p[2] for p in present})
     fig, (ax_knn, ax_used) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for _stem, label, k, rows in present:
+    for label, k, batch, rows in present:
         epochs, knn = series(rows, "knn_top1")
         ax_knn.plot(epochs, knn, marker="o", label=label)
         epochs, used = series(rows, "prototypes_in_use")
         if as_fraction:
-            used = [u / min(k, BATCH) for u in used]
+            used = [u / min(k, batch) for u in used]
         ax_used.plot(epochs, used, marker="o")
     untrained = series(present[0][3], "knn_top1")[1][0]
+    per_batch = " or ".join(str(b) for b in batches)
     ax_knn.axhline(untrained, color="gray", linestyle=":", label=f"untrained ({untrained:.1f})")
     ax_knn.set(xlabel="epoch", ylabel="kNN top-1 on 5k validation (%)", title="kNN (k=200)")
     ax_used.set(
         xlabel="epoch",
-        ylabel=f"in use / min(K, batch {BATCH})" if as_fraction else "prototypes in use per batch",
-        title="prototypes in use (per batch of 128)",
+        ylabel="in use / min(K, batch)" if as_fraction else "prototypes in use per batch",
+        title=f"prototypes in use (per batch of {per_batch})",
     )
     ax_used.set_ylim(bottom=0, top=1.05 if as_fraction else None)
     for ax in (ax_knn, ax_used):
@@ -185,46 +174,50 @@ def curves(name, title, runs, as_fraction):
 
 
 def ablation_summary():
-    repeats = [probe(stem) for stem in REPEATS]
-    if not all(repeats):
+    """Final kNN and linear top-1 of every seeded row (seeded_rows.ROWS): one dot per seed and
+    the row's mean ± sd, against the preset row's mean ± 2 pooled sd."""
+    rows = {label: seeded_rows.row_values(runs) for label, runs in seeded_rows.ROWS.items()}
+    rows = {label: values for label, values in rows.items() if values["knn_top1"]}
+    if not rows:
         return 0
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), sharey=True)
-    titles = ["preset lr 0.12, bfloat16", "lr 0.06, float32 (n = 1 each)"]
-    drawn = 0
-    for ax, group, title in zip(axes, ABLATIONS, titles):
-        stems = [(stem, label, probe(stem)) for stem, label in group]
-        stems = [s for s in stems if s[2]]
-        x = list(range(len(stems)))
-        for offset, field, color in ((-0.2, "knn_top1", "C0"), (0.2, "linear_top1", "C1")):
-            values = [s[2][field] for s in stems]
-            ax.bar(
-                [i + offset for i in x],
-                values,
-                width=0.4,
+    fig, ax = plt.subplots(figsize=(12, 4.8))
+    reference = next(iter(rows.values()))
+    x = list(range(len(rows)))
+    for offset, field, color, name in (
+        (-0.15, "knn_top1", "C0", "kNN top-1"),
+        (0.15, "linear_top1", "C1", "linear top-1 (features)"),
+    ):
+        sd = seeded_rows.pooled_sd(rows.values(), field)
+        mean = statistics.mean(reference[field])
+        ax.axhspan(mean - 2 * sd, mean + 2 * sd, color=color, alpha=0.12)
+        ax.axhline(mean, color=color, linestyle="--", linewidth=1)
+        for i, values in zip(x, rows.values()):
+            v = values[field]
+            ax.scatter([i + offset] * len(v), v, color=color, s=14, alpha=0.6)
+            spread = statistics.stdev(v) if len(v) > 1 else 0.0
+            ax.errorbar(
+                i + offset,
+                statistics.mean(v),
+                yerr=spread,
+                fmt="_",
                 color=color,
-                label="kNN top-1" if field == "knn_top1" else "linear top-1 (features)",
+                markersize=14,
+                capsize=4,
+                label=name if i == 0 else None,
             )
-            if ax is axes[0]:
-                reference = [r[field] for r in repeats]
-                mean, sd = statistics.mean(reference), statistics.stdev(reference)
-                ax.axhspan(mean - 2 * sd, mean + 2 * sd, color=color, alpha=0.15)
-                ax.axhline(mean, color=color, linestyle="--", linewidth=1)
-        ax.set_xticks(x, [s[1] for s in stems], fontsize=9)
-        ax.set_title(title)
-        ax.grid(axis="y", alpha=0.3)
-        drawn += len(stems)
-    axes[0].set_ylabel("top-1 on 5k validation (%)")
-    axes[0].set_ylim(30, 42)
-    handles, labels = axes[0].get_legend_handles_labels()
-    labels = [f"{label}, n = 1" for label in labels]
+    labels = [f"{label}\n(n = {len(values['knn_top1'])})" for label, values in rows.items()]
+    ax.set_xticks(x, [label.replace(", ", "\n", 1) for label in labels], fontsize=8)
+    ax.set_ylabel("top-1 on 5k validation (%)")
+    ax.grid(axis="y", alpha=0.3)
+    handles, names = ax.get_legend_handles_labels()
     handles += [plt.Rectangle((0, 0), 1, 1, color="gray", alpha=0.3)]
-    labels += [f"preset, n = {len(REPEATS)}: mean (dashed) ± 2 sd (shaded), per metric"]
-    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=9, frameon=False)
-    fig.suptitle("Ablations after 8 epochs on the 10k subset (K=100, lambda 4 -> 1.5 unless named)")
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    names += ["first row: mean (dashed) ± 2 pooled sd (shaded)"]
+    ax.legend(handles, names, loc="lower left", fontsize=8, frameon=False)
+    ax.set_title("Ablations after 8 epochs on the 10k subset: dots are seeds, bars mean ± sd")
+    fig.tight_layout()
     fig.savefig(os.path.join(IMAGES, "ablation_summary.png"), dpi=110)
     plt.close(fig)
-    return drawn
+    return sum(len(values["knn_top1"]) for values in rows.values())
 
 
 def main():

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs queued CARL pretrainings one after another (never two at once), each followed by its
-# linear probe. A job is a line "NAME ARGS..." in $QUEUE (default /tmp/runs/queue.txt); lines
-# can be appended while the queue runs. Logs and run directories go to $RUNS (default /tmp/runs).
+# Runs queued pretrainings one after another (never two at once), each followed by its linear
+# probe. A job is a line "NAME [SCRIPT.py] ARGS..." in $QUEUE (default /tmp/runs/queue.txt):
+# SCRIPT.py (default train.py) trains, e.g. experiments/simclr_baseline.py for the baseline.
+# Lines can be appended while the queue runs. Logs and run directories go to $RUNS (default /tmp/runs).
 # Usage: nohup experiments/run_queue.sh > /tmp/runs/queue.log 2>&1 &
 set -u
 cd "$(dirname "$0")/.."
@@ -15,10 +16,13 @@ while true; do
   [ -z "$job" ] && break
   echo "$job" >> "$RUNS/done.txt"
   name=${job%% *}; args=${job#* }
-  echo "$(date +%T) start $name: $args"
+  script=train.py
+  first=${args%% *}
+  if [[ $first == *.py ]]; then script=$first; args=${args#"$first"}; fi
+  echo "$(date +%T) start $name: $script $args"
   start=$(date +%s)
   # shellcheck disable=SC2086
-  $PY train.py $args --workdir="$RUNS/$name" > "$RUNS/$name.log" 2>&1
+  $PY "$script" $args --workdir="$RUNS/$name" > "$RUNS/$name.log" 2>&1
   echo "$(date +%T) trained $name rc=$? in $(( $(date +%s) - start )) s"
   # kNN and the features-mode linear probe on the run's full train / validation split.
   $PY evaluate.py --model="$RUNS/$name" --protocol=knn,linear --linear=features --plots=false \

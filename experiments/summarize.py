@@ -2,6 +2,7 @@
 
 python experiments/summarize.py [--runs=/tmp/runs] NAME...
 python experiments/summarize.py --spread NAME...   # mean ± sd of runs already in docs/results/
+python experiments/summarize.py --rows             # the seeded rows of seeded_rows.py
 
 Wall time is read from the queue logs, RUNS/queue*.log (experiments/run_queue.sh: "trained NAME
 rc=0 in N s", which covers data loading, every epoch, the kNN checks and the export, not the
@@ -10,12 +11,13 @@ probe).
 
 import csv
 import glob
-import json
 import os
 import re
 import shutil
 import statistics
 import sys
+
+import seeded_rows
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "docs", "results")
@@ -25,9 +27,7 @@ def spread(names):
     """Prints n, mean ± sample sd and range of the trained backbone's kNN and linear top-1."""
     figures = {"knn_top1": [], "linear_top1": []}
     for name in names:
-        with open(os.path.join(RESULTS, f"{name}.probe.json")) as f:
-            records = [json.loads(line) for line in f if line.strip()]
-        trained = next(r for r in records if r["backbone"] == "trained")
+        trained = seeded_rows.probe(name)
         for field, values in figures.items():
             values.append(trained[field])
     for field, values in figures.items():
@@ -38,9 +38,49 @@ def spread(names):
         )
 
 
+def rows_table():
+    """The seeded rows as Markdown: mean ± sd per metric, each row's difference from the first,
+    in bold where it exceeds twice its standard error (seeded_rows.threshold), and the median
+    seconds per epoch of training alone (seeded_rows.epoch_seconds; the machine was shared)."""
+    values = {label: seeded_rows.row_values(runs) for label, runs in seeded_rows.ROWS.items()}
+    sds = {f: seeded_rows.pooled_sd(values.values(), f) for f in seeded_rows.FIELDS}
+    print(
+        "pooled sd: "
+        + ", ".join(f"{f} {sd:.2f}" for f, sd in sds.items())
+        + "; bold: beyond 2 standard errors of the difference"
+    )
+    print("| setting | n | kNN top-1 | linear top-1 | Δ kNN | Δ linear | s / epoch | runs |")
+    print("|---|---|---|---|---|---|---|---|")
+    reference = next(iter(values.values()))
+    for label, row in values.items():
+        cells = []
+        for field in seeded_rows.FIELDS:
+            v = row[field]
+            sd = f" ± {statistics.stdev(v):.2f}" if len(v) > 1 else ""
+            cells.append(f"{statistics.mean(v):.2f}{sd}" if v else "not run")
+        deltas = []
+        for field in seeded_rows.FIELDS:
+            v, ref = row[field], reference[field]
+            if row is reference or not v or not ref:
+                deltas.append("-")
+                continue
+            delta = statistics.mean(v) - statistics.mean(ref)
+            limit = seeded_rows.threshold(sds[field], len(v), len(ref))
+            deltas.append(f"**{delta:+.2f}**" if abs(delta) > limit else f"{delta:+.2f}")
+        names = seeded_rows.ROWS[label]
+        runs = ", ".join(f"`{name}`" for name in names)
+        seconds = [t for t in map(seeded_rows.epoch_seconds, names) if t is not None]
+        cost = f"{statistics.median(seconds):.0f}" if seconds else "-"
+        columns = [label, str(len(row["knn_top1"])), *cells, *deltas, cost, runs]
+        print("| " + " | ".join(columns) + " |")
+
+
 def main(argv):
     if argv[:1] == ["--spread"]:
         spread(argv[1:])
+        return
+    if argv[:1] == ["--rows"]:
+        rows_table()
         return
     runs = "/tmp/runs"
     names = []
@@ -70,9 +110,13 @@ def main(argv):
         probe = {}  # evaluate.py's record (run_queue.sh writes it as WORKDIR/probe.json)
         probe_path = os.path.join(workdir, "probe.json")
         if os.path.exists(probe_path):
-            shutil.copy(probe_path, os.path.join(RESULTS, f"{name}.probe.json"))
             with open(probe_path) as f:
-                probe = json.load(f)
+                text = f.read()
+            # The copy names the run directory as the commands of docs/results.md do.
+            text = text.replace(os.path.abspath(runs).rstrip("/") + "/", "runs/")
+            with open(os.path.join(RESULTS, f"{name}.probe.json"), "w") as f:
+                f.write(text)
+            probe = seeded_rows.probe(name)
         match = re.search(rf"trained {re.escape(name)} rc=\d+ in (\d+) s", queue_log)
         wall = f"{int(match.group(1)) / 60:.1f} min" if match else "?"
         linear = probe.get("linear_top1", "")
