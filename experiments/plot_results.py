@@ -180,7 +180,7 @@ def ablation_summary():
     rows = {label: values for label, values in rows.items() if values["knn_top1"]}
     if not rows:
         return 0
-    fig, ax = plt.subplots(figsize=(12, 4.8))
+    fig, ax = plt.subplots(figsize=(13, 5.2))
     reference = next(iter(rows.values()))
     x = list(range(len(rows)))
     for offset, field, color, name in (
@@ -212,9 +212,9 @@ def ablation_summary():
     handles, names = ax.get_legend_handles_labels()
     handles += [plt.Rectangle((0, 0), 1, 1, color="gray", alpha=0.3)]
     names += ["first row: mean (dashed) ± 2 pooled sd (shaded)"]
-    ax.legend(handles, names, loc="lower left", fontsize=8, frameon=False)
+    fig.legend(handles, names, loc="lower center", ncol=3, fontsize=9, frameon=False)
     ax.set_title("Ablations after 8 epochs on the 10k subset: dots are seeds, bars mean ± sd")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.savefig(os.path.join(IMAGES, "ablation_summary.png"), dpi=110)
     plt.close(fig)
     return sum(len(values["knn_top1"]) for values in rows.values())

@@ -1,7 +1,7 @@
 """The seeded rows of docs/results.md (one run per seed) and the rule that reads them against noise.
 
-Each row is one setting at the ablation size (10k images, 8 epochs), trained with seeds 0, 1
-and 2; a seed changes the initialisation, the views and the data order. `summarize.py --rows`
+Each row is one setting at the ablation size (10k images, 8 epochs unless named), trained with
+seeds 0, 1 and 2; a seed changes the initialisation, the views and the data order. `summarize.py --rows`
 prints the table, `plot_results.py` draws it. A difference between two rows counts as beyond
 the noise when it exceeds twice its standard error, with the sample sd pooled over every row
 (each row's own sd rests on 3 runs only).
@@ -26,6 +26,8 @@ ROWS = {
     "symmetrised loss": ["abl2_symmetric", "sym_s1", "sym_s2"],
     "multi-crop, 4 small views": ["mc4_s0", "mc4_s1", "mc4_s2"],
     "SimCLR (NT-Xent, T = 0.2)": ["simclr_s0", "simclr_s1", "simclr_s2"],
+    # The preset for 12 epochs: about the time of 8 symmetrised or SimCLR epochs.
+    "CARL preset, 12 epochs": ["base12ep_s1", "base12ep_s2"],
 }
 FIELDS = ("knn_top1", "linear_top1")
 

@@ -119,10 +119,12 @@ def main(argv):
             probe = seeded_rows.probe(name)
         match = re.search(rf"trained {re.escape(name)} rc=\d+ in (\d+) s", queue_log)
         wall = f"{int(match.group(1)) / 60:.1f} min" if match else "?"
+        # SimCLR has no prototypes: its metrics.csv leaves the column empty.
+        in_use = f"{float(last['prototypes_in_use']):.1f}" if last.get("prototypes_in_use") else "-"
         linear = probe.get("linear_top1", "")
         linear = f"{linear:.2f}" if linear != "" else ""
         print(
-            f"| {name} | {last['epoch']} | {wall} | {float(last['prototypes_in_use']):.1f} "
+            f"| {name} | {last['epoch']} | {wall} | {in_use} "
             f"| {knn[0][1]:.2f} | {knn[-1][1]:.2f} | {linear} |"
         )
 
