@@ -18,9 +18,7 @@ import seeded_rows
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RESULTS = os.path.join(ROOT, "docs", "results")
-IMAGES = os.path.join(ROOT, "docs", "img")
+IMAGES = os.path.join(seeded_rows.ROOT, "docs", "img")
 BATCH = 128  # at most this many prototypes can be in use in one batch
 
 # figure name -> (title, [(csv stem, legend label, K[, batch])], plot prototypes in use as a
@@ -124,7 +122,7 @@ FIGURES = {
 
 
 def read(stem):
-    path = os.path.join(RESULTS, f"{stem}.csv")
+    path = os.path.join(seeded_rows.RESULTS, f"{stem}.csv")
     if not os.path.exists(path):
         return None
     with open(path) as f:
@@ -177,6 +175,9 @@ def ablation_summary():
     """Final kNN and linear top-1 of every seeded row (seeded_rows.ROWS): one dot per seed and
     the row's mean ± sd, against the preset row's mean ± 2 pooled sd."""
     rows = {label: seeded_rows.row_values(runs) for label, runs in seeded_rows.ROWS.items()}
+    for label, runs in seeded_rows.ROWS.items():
+        if missing := seeded_rows.unprobed(runs):
+            print(f"{label}: no probe for {', '.join(missing)}, left out of the plot")
     rows = {label: values for label, values in rows.items() if values["knn_top1"]}
     if not rows:
         return 0

@@ -68,6 +68,12 @@ def row_values(runs):
     return {field: [r[field] for r in records] for field in FIELDS}
 
 
+def unprobed(runs):
+    """The runs of a row without a probe file in RESULTS: a row's n counts only probed runs,
+    so the tables and plots name these instead of shrinking the row silently."""
+    return [name for name in runs if probe(name) is None]
+
+
 def pooled_sd(rows_values, field):
     """Sample sd pooled over rows: sqrt(sum of squared deviations / sum of (n - 1))."""
     squares, dof = 0.0, 0

@@ -19,12 +19,21 @@ import sys
 
 import seeded_rows
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RESULTS = os.path.join(ROOT, "docs", "results")
-
 
 def spread(names):
-    """Prints n, mean ± sample sd and range of the trained backbone's kNN and linear top-1."""
+    """Prints n, mean ± sample sd and range of the trained backbone's kNN and linear top-1.
+
+    Exits with a one-line message if a run has no probe file in docs/results/.
+    """
+    missing = [name for name in names if seeded_rows.probe(name) is None]
+    if not names or missing:
+        sys.exit(
+            f"no probe file {', '.join(f'{n}.probe.json' for n in missing)} in "
+            f"{os.path.relpath(seeded_rows.RESULTS)}; copy the runs there first with "
+            "`summarize.py --runs=RUNS NAME...`"
+            if missing
+            else "name the runs: summarize.py --spread NAME..."
+        )
     figures = {"knn_top1": [], "linear_top1": []}
     for name in names:
         trained = seeded_rows.probe(name)
@@ -73,6 +82,9 @@ def rows_table():
         cost = f"{statistics.median(seconds):.0f}" if seconds else "-"
         columns = [label, str(len(row["knn_top1"])), *cells, *deltas, cost, runs]
         print("| " + " | ".join(columns) + " |")
+    for label, names in seeded_rows.ROWS.items():
+        if missing := seeded_rows.unprobed(names):
+            print(f"{label}: no probe for {', '.join(missing)}, left out of n", file=sys.stderr)
 
 
 def main(argv):
@@ -89,7 +101,8 @@ def main(argv):
             runs = arg.split("=", 1)[1]
         else:
             names.append(arg)
-    os.makedirs(RESULTS, exist_ok=True)
+    results = seeded_rows.RESULTS
+    os.makedirs(results, exist_ok=True)
     queue_log = "".join(open(path).read() for path in glob.glob(os.path.join(runs, "queue*.log")))
     print(
         "| run | epochs | wall time | prototypes in use (end) | kNN untrained | kNN trained "
@@ -102,7 +115,7 @@ def main(argv):
         if not os.path.exists(metrics):
             print(f"| {name} | not run | | | | | |")
             continue
-        shutil.copy(metrics, os.path.join(RESULTS, f"{name}.csv"))
+        shutil.copy(metrics, os.path.join(results, f"{name}.csv"))
         with open(metrics) as f:
             rows = list(csv.DictReader(f))
         knn = [(r["epoch"], float(r["knn_top1"])) for r in rows if r["knn_top1"]]
@@ -114,7 +127,7 @@ def main(argv):
                 text = f.read()
             # The copy names the run directory as the commands of docs/results.md do.
             text = text.replace(os.path.abspath(runs).rstrip("/") + "/", "runs/")
-            with open(os.path.join(RESULTS, f"{name}.probe.json"), "w") as f:
+            with open(os.path.join(results, f"{name}.probe.json"), "w") as f:
                 f.write(text)
             probe = seeded_rows.probe(name)
         match = re.search(rf"trained {re.escape(name)} rc=\d+ in (\d+) s", queue_log)

@@ -75,3 +75,37 @@ def test_rows_table_bolds_only_differences_beyond_the_noise(results, monkeypatch
     assert "**+5.00**" in lines["far"] and "+0.50" in lines["near"] and "**" not in lines["near"]
     assert f"36.00 ± {statistics.stdev([35, 36, 37]):.2f}" in lines["ref"]
     assert "| 3 |" in lines["far"]
+
+
+def test_rows_table_names_the_runs_without_a_probe(results, monkeypatch, capsys):
+    monkeypatch.setattr(seeded_rows, "ROWS", {"ref": ["r0", "r1", "r2"]})
+    results("r0", 35.0, 38.0)
+    results("r1", 36.0, 39.0)
+    summarize.rows_table()
+    out = capsys.readouterr()
+    assert "| ref | 2 |" in out.out
+    assert "ref: no probe for r2" in out.err
+
+
+def test_spread_of_a_run_without_a_probe_exits_with_one_line(results, capsys):
+    results("r0", 35.0, 38.0)
+    with pytest.raises(SystemExit) as exit_:
+        summarize.main(["--spread", "r0", "gone"])
+    message = str(exit_.value.code)
+    assert "gone.probe.json" in message and "\n" not in message and "r0.probe" not in message
+
+
+def test_copies_go_to_the_results_folder_the_readers_read(results, tmp_path, capsys):
+    """The copier and seeded_rows share one RESULTS: a run copied from RUNS reads back."""
+    run = tmp_path / "runs" / "r0"
+    run.mkdir(parents=True)
+    (run / "metrics.csv").write_text(
+        "epoch,loss,prototypes_in_use,knn_top1,seconds\n0,,,29.0,\n1,4.3,50.0,31.5,20.0\n"
+    )
+    (run / "probe.json").write_text(
+        json.dumps({"knn_top1": 31.5, "linear_top1": 36.0, "model": f"{run}/export"})
+    )
+    summarize.main([f"--runs={tmp_path / 'runs'}", "r0"])
+    assert seeded_rows.probe("r0")["linear_top1"] == 36.0
+    assert seeded_rows.probe("r0")["model"] == "runs/r0/export"
+    assert "| r0 | 1 |" in capsys.readouterr().out
