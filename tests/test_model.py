@@ -218,11 +218,13 @@ def test_paper_lambda_learns_without_collapse_and_zero_lambda_collapses():
 
 
 def test_collapse_guard_warns_with_the_fix_and_stops_after_patience_epochs(caplog):
-    from carl_tf.run.callbacks import CollapseGuard
+    from carl_tf.run.callbacks import CollapseGuard, collapse_advice
 
     model = tiny_carl(num_prototypes=50)
     model.stop_training = False  # as fit sets it
-    guard = CollapseGuard(fraction=0.1, batch_size=20, patience=2)
+    guard = CollapseGuard(
+        fraction=0.1, batch_size=20, patience=2, advice=collapse_advice(50, 20, 0.1, 4.0, 2.5)
+    )
     guard.set_model(model)
     with caplog.at_level("WARNING", logger="carl_tf"):
         guard.on_epoch_end(0, {"prototypes_in_use": 2.0})  # 10% of a batch of 20: healthy
@@ -270,7 +272,7 @@ def test_collapse_guard_with_zero_patience_only_warns():
 
     model = tiny_carl(num_prototypes=50)
     model.stop_training = False  # as fit sets it
-    guard = CollapseGuard(fraction=0.1, batch_size=20, patience=0)
+    guard = CollapseGuard(fraction=0.1, batch_size=20, patience=0, advice="lower the rate")
     guard.set_model(model)
     for epoch in range(5):
         guard.on_epoch_end(epoch, {"prototypes_in_use": 1.0})

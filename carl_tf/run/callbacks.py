@@ -54,10 +54,10 @@ class CollapseGuard(keras.callbacks.Callback):
     the settings to change, in the warning and in the caller's error alike.
     """
 
-    def __init__(self, fraction: float, batch_size: int, patience: int = 2, advice: str = ""):
+    def __init__(self, fraction: float, batch_size: int, *, advice: str, patience: int = 2):
         super().__init__()
         self.fraction, self.batch_size, self.patience = fraction, batch_size, patience
-        self.advice = advice or "raise --kl_start/--kl_end or lower --learning_rate"
+        self.advice = advice
         self.collapsed_epochs = 0
         self.stopped_at: int | None = None
 
