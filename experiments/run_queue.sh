@@ -15,18 +15,24 @@ while true; do
   job=$(grep -v -x -F -f "$RUNS/done.txt" "$QUEUE" | grep -v '^\s*$' | grep -v '^#' | head -1)
   [ -z "$job" ] && break
   echo "$job" >> "$RUNS/done.txt"
-  name=${job%% *}; args=${job#* }
-  script=train.py
-  first=${args%% *}
-  if [[ $first == *.py ]]; then script=$first; args=${args#"$first"}; fi
+  # Words split on any run of blanks, so queue files may align their columns.
+  read -r name first rest <<< "$job"
+  script=train.py; args="$first $rest"
+  if [[ $first == *.py ]]; then script=$first; args=$rest; fi
   echo "$(date +%T) start $name: $script $args"
   start=$(date +%s)
   # shellcheck disable=SC2086
   $PY "$script" $args --workdir="$RUNS/$name" > "$RUNS/$name.log" 2>&1
-  echo "$(date +%T) trained $name rc=$? in $(( $(date +%s) - start )) s"
+  rc=$?  # before any command substitution below resets $?
+  echo "$(date +%T) trained $name rc=$rc in $(( $(date +%s) - start )) s"
+  if [ "$rc" -ne 0 ]; then
+    echo "$(date +%T) not probed $name: $(tail -1 "$RUNS/$name.log")"
+    continue
+  fi
   # kNN and the features-mode linear probe on the run's full train / validation split.
   $PY evaluate.py --model="$RUNS/$name" --protocol=knn,linear --linear=features --plots=false \
     --output="$RUNS/$name/probe.json" > "$RUNS/$name.probe.log" 2>&1
-  echo "$(date +%T) probed $name rc=$?: $(tail -1 "$RUNS/$name.probe.log")"
+  rc=$?
+  echo "$(date +%T) probed $name rc=$rc: $(tail -1 "$RUNS/$name.probe.log")"
 done
 echo "$(date +%T) queue empty"
