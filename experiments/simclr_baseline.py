@@ -49,14 +49,11 @@ import ast
 import importlib
 import importlib.util
 import logging
-import math
 import os
 import shutil
 import sys
-import time
 
 import keras
-import numpy as np
 import tensorflow as tf
 from keras import ops
 
@@ -68,7 +65,7 @@ from carl_tf.method.augment import SimCLRAugment
 from carl_tf.method.backbones import build_backbone
 from carl_tf.method.heads import ProjectionHead
 from carl_tf.method.inputs import split_batch
-from carl_tf.run.callbacks import StopOnNaN
+from carl_tf.run.callbacks import MetricsRecorder, StopOnNaN
 from carl_tf.run.config import validate_config
 from carl_tf.run.progress import EpochLog
 from carl_tf.run.rundir import RunDirectory
@@ -206,25 +203,6 @@ def build_simclr(config, steps_per_epoch: int, temperature: float) -> SimCLR:
         jit_compile=config.jit_compile,
     )
     return model
-
-
-class MetricsRecorder(keras.callbacks.Callback):
-    """Appends each finished epoch's loss, learning rate and kNN top-1 to metrics.csv."""
-
-    def __init__(self, run_dir: RunDirectory):
-        super().__init__()
-        self.run_dir, self._started = run_dir, 0.0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._started = time.time()
-
-    def on_epoch_end(self, epoch, logs=None):
-        if not math.isfinite(float(logs["loss"])):
-            return
-        logs["learning_rate"] = float(np.asarray(self.model.optimizer.learning_rate))
-        row = {name: float(value) for name, value in logs.items()}
-        row.update(epoch=epoch + 1, seconds=round(time.time() - self._started, 2))
-        self.run_dir.append_metrics(row)
 
 
 def export_backbone(backbone: keras.Model, export_dir: str) -> None:

@@ -31,6 +31,7 @@ from carl_tf.errors import DataError, RunDirectoryError, UsageError
 from carl_tf.evaluation.loading import load_model
 from carl_tf.method.backbones import build_backbone
 from carl_tf.run import export
+from carl_tf.run.callbacks import MetricsRecorder, RunRecorder
 from carl_tf.run.rundir import RunDirectory, keras_file_problem
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -647,3 +648,21 @@ def test_saved_model_signatures_hold_to_their_input_spec(saved_model, signature,
             match=rf"\[{given}\] is not compatible with expected shape \[\?,32,32,3\]",
         ):
             call(images=tf.zeros(shape))
+
+
+def test_recorders_write_finite_epochs_and_only_the_run_recorder_checkpoints(tmp_path, small_model):
+    """MetricsRecorder (the SimCLR baseline's) and RunRecorder (train.py's) share one row format;
+    an epoch with a non-finite loss leaves neither a row nor a checkpoint."""
+    for recorder_class, name in ((MetricsRecorder, "metrics_only"), (RunRecorder, "run")):
+        run_dir = RunDirectory(str(tmp_path / name))
+        run_dir.create({"seed": 0}, overwrite=False)
+        recorder = recorder_class(run_dir)
+        recorder.set_model(small_model)
+        for epoch, loss in enumerate((2.0, float("nan"), 1.5)):
+            recorder.on_epoch_begin(epoch)
+            recorder.on_epoch_end(epoch, {"loss": loss})
+        rows = run_dir.read_metrics()
+        assert [(r["epoch"], r["loss"]) for r in rows] == [("1", "2.0"), ("3", "1.5")]
+        assert all(float(r["learning_rate"]) == pytest.approx(0.01) for r in rows)
+        checkpointed = sorted(epoch for epoch, _ in run_dir.checkpoints())
+        assert checkpointed == ([1, 3] if recorder_class is RunRecorder else [])

@@ -118,7 +118,36 @@ class Interrupted(KeyboardInterrupt):
         self.epoch = epoch
 
 
-class RunRecorder(keras.callbacks.Callback):
+class MetricsRecorder(keras.callbacks.Callback):
+    """Appends each finished epoch's logs, learning rate and seconds to metrics.csv.
+
+    An epoch whose loss is not finite is not recorded. Runs without checkpoints (the SimCLR
+    baseline of experiments/) use it alone; `RunRecorder` adds the checkpoint.
+    """
+
+    def __init__(self, run_dir: RunDirectory):
+        super().__init__()
+        self.run_dir = run_dir
+        self._started = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.record(epoch, logs)
+
+    def record(self, epoch: int, logs: dict) -> bool:
+        """Appends the 0-based `epoch`'s row; False (nothing written) if its loss is not finite."""
+        if not math.isfinite(float(logs["loss"])):
+            return False
+        logs["learning_rate"] = float(np.asarray(self.model.optimizer.learning_rate))
+        row = {name: float(value) for name, value in logs.items()}
+        row.update(epoch=epoch + 1, seconds=round(time.time() - self._started, 2))
+        self.run_dir.append_metrics(row)
+        return True
+
+
+class RunRecorder(MetricsRecorder):
     """Appends each finished epoch to metrics.csv, then checkpoints model and optimizer.
 
     The row is written before the checkpoint: a process killed between the two resumes from the
@@ -131,21 +160,15 @@ class RunRecorder(keras.callbacks.Callback):
     """
 
     def __init__(self, run_dir: RunDirectory, epochs_done: int = 0):
-        super().__init__()
-        self.run_dir = run_dir
+        super().__init__(run_dir)
         self.epoch_in_progress = epochs_done + 1
-        self._started = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
+        super().on_epoch_begin(epoch, logs)
         self.epoch_in_progress = epoch + 1
-        self._started = time.time()
 
     def on_epoch_end(self, epoch, logs=None):
-        if not math.isfinite(float(logs["loss"])):
+        if not self.record(epoch, logs):
             return
-        logs["learning_rate"] = float(np.asarray(self.model.optimizer.learning_rate))
-        row = {name: float(value) for name, value in logs.items()}
-        row.update(epoch=epoch + 1, seconds=round(time.time() - self._started, 2))
-        self.run_dir.append_metrics(row)
         self.run_dir.save_checkpoint(self.model, epoch + 1)
         self.epoch_in_progress = epoch + 2  # this one is safe; a stop now loses the next
