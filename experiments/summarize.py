@@ -103,7 +103,9 @@ def main(argv):
             names.append(arg)
     results = seeded_rows.RESULTS
     os.makedirs(results, exist_ok=True)
-    queue_log = "".join(open(path).read() for path in glob.glob(os.path.join(runs, "queue*.log")))
+    # Oldest log first, so the last "trained NAME" line is the newest run of that name.
+    logs = sorted(glob.glob(os.path.join(runs, "queue*.log")), key=os.path.getmtime)
+    queue_log = "".join(open(path).read() for path in logs)
     print(
         "| run | epochs | wall time | prototypes in use (end) | kNN untrained | kNN trained "
         "| linear top-1 |"
@@ -130,8 +132,8 @@ def main(argv):
             with open(os.path.join(results, f"{name}.probe.json"), "w") as f:
                 f.write(text)
             probe = seeded_rows.probe(name)
-        match = re.search(rf"trained {re.escape(name)} rc=\d+ in (\d+) s", queue_log)
-        wall = f"{int(match.group(1)) / 60:.1f} min" if match else "?"
+        times = re.findall(rf"trained {re.escape(name)} rc=0 in (\d+) s", queue_log)
+        wall = f"{int(times[-1]) / 60:.1f} min" if times else "?"
         # SimCLR has no prototypes: its metrics.csv leaves the column empty.
         in_use = f"{float(last['prototypes_in_use']):.1f}" if last.get("prototypes_in_use") else "-"
         linear = probe.get("linear_top1", "")

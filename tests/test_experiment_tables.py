@@ -109,3 +109,18 @@ def test_copies_go_to_the_results_folder_the_readers_read(results, tmp_path, cap
     assert seeded_rows.probe("r0")["linear_top1"] == 36.0
     assert seeded_rows.probe("r0")["model"] == "runs/r0/export"
     assert "| r0 | 1 |" in capsys.readouterr().out
+
+
+def test_wall_time_is_the_newest_successful_run_of_the_name(results, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    (runs / "r0").mkdir(parents=True)
+    (runs / "r0" / "metrics.csv").write_text("epoch,loss,knn_top1\n0,,29.0\n1,4.3,31.5\n")
+    logs = {
+        "queue.log": "trained r0 rc=0 in 7 s\ntrained r0 rc=2 in 9 s\n",  # an earlier attempt
+        "queue2.log": "trained r0 rc=0 in 2880 s\ntrained r0 rc=1 in 5 s\n",
+    }
+    for age, (name, text) in enumerate(logs.items()):
+        (runs / name).write_text(text)
+        os.utime(runs / name, (1000 + age, 1000 + age))
+    summarize.main([f"--runs={runs}", "r0"])
+    assert "| r0 | 1 | 48.0 min |" in capsys.readouterr().out
