@@ -28,8 +28,14 @@ FIGURES = {
         "Main runs: 45k training images, K=100",
         [
             ("main3", "preset: lr 0.12, 30 epochs, bfloat16", 100),
+            ("main4", "preset, second run", 100),
             ("main2", "lr 0.12, 18 epochs, bfloat16", 100),
             ("main", "lr 0.06, 12 epochs, float32", 100),
+            (
+                "simclr_main",
+                "SimCLR, the preset's recipe (kNN every 10 epochs, no prototypes)",
+                100,
+            ),
         ],
         False,
     ),
