@@ -1,10 +1,18 @@
-"""Test setup: quiet TensorFlow, two logical CPUs for the distribution tests, fixed seeds."""
+"""Test setup: the two tiers, quiet TensorFlow, two logical CPUs for the distribution tests, and
+the one finished digits run that the tests reading a run share.
+
+Tiers: `python -m pytest -q` runs the fast tier; tests marked `slow` (kill/resume, faults, cluster,
+multi-worker, JAX processes, packaging, benchmarks, ImageNet smoke) run only with `--run-slow`,
+and `python -m pytest -q --run-slow -m slow` runs them alone (what `.ci/run` does after the fast tier).
+"""
 
 import os
+import shutil
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
+import support  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 # Must happen before TensorFlow initialises its devices, hence at collection time.
@@ -12,6 +20,47 @@ _cpus = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(
     _cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
 )
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--run-slow",
+        action="store_true",
+        default=False,
+        help="also run the slow tier (tests marked slow); add -m slow to run it alone",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    """Without --run-slow the slow tier is deselected (not skipped: no line per test)."""
+    if config.getoption("--run-slow"):
+        return
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if not item.get_closest_marker("slow")]
+
+
+@pytest.fixture(scope="session")
+def finished_digits(tmp_path_factory) -> support.FinishedRun:
+    """The shared finished run: `train.py` on the digits smoke config (`support.FINISHED_ARGS`),
+    trained once per test session in its own process. Read it only; `finished_run_copy` gives
+    a copy to change."""
+    workdir = tmp_path_factory.mktemp("shared") / "digits"
+    result = support.train(*support.FINISHED_ARGS, f"--workdir={workdir}", timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return support.FinishedRun(str(workdir), result)
+
+
+@pytest.fixture(scope="session")
+def finished_run_copy(finished_digits):
+    """`copy(destination, ignore=None) -> str`: a copy of the shared finished run of one's own."""
+
+    def copy(destination, ignore=None) -> str:
+        shutil.copytree(finished_digits.workdir, destination, ignore=ignore)
+        return str(destination)
+
+    return copy
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
 """carl_tf as an installed package: the wheel's contents, what `import carl_tf` registers and
 leaves alone, and the public names. The fresh-virtualenv smoke test of the built wheel is
-`.ci/wheel_smoke.sh`, which `.ci/run` runs after the suite.
+`.ci/wheel_smoke.sh`, which `.ci/run` runs before the suite. The tests that build the wheel or
+start interpreters are in the slow tier.
 """
 
 import os
@@ -34,6 +35,10 @@ def python(code: str, env_extra: dict | None = None, cwd: str | None = None):
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory):
+    """The wheel of this checkout: the one `.ci/wheel_smoke.sh` built (CARL_TF_WHEEL, as `.ci/run`
+    sets it, so CI builds it once), or else built here."""
+    if os.environ.get("CARL_TF_WHEEL"):
+        return zipfile.ZipFile(os.environ["CARL_TF_WHEEL"])
     out = tmp_path_factory.mktemp("wheel")
     # setuptools stages into build/ and does not clear it: a stale module would ship.
     shutil.rmtree(os.path.join(REPO, "build"), ignore_errors=True)
@@ -47,6 +52,7 @@ def wheel(tmp_path_factory):
     return zipfile.ZipFile(path)
 
 
+@pytest.mark.slow
 def test_the_wheel_holds_every_subpackage_the_presets_and_both_commands(wheel):
     names = set(wheel.namelist())
     for package in SUBPACKAGES:
@@ -79,6 +85,7 @@ def test_public_names_stay():
     assert callable(carl_tf.load_model)
 
 
+@pytest.mark.slow
 def test_a_saved_model_loads_in_a_fresh_process_after_import_carl_tf_alone(tmp_path):
     """Every carl_tf class a .keras file can hold (CARL, its head with a norm factory, the
     fused BatchNorm, the views) is registered by `import carl_tf` and nothing else."""
@@ -110,6 +117,7 @@ def test_a_saved_model_loads_in_a_fresh_process_after_import_carl_tf_alone(tmp_p
     assert without.returncode != 0, "the check needs `import carl_tf` to register the classes"
 
 
+@pytest.mark.slow
 def test_import_carl_tf_leaves_stderr_and_the_heavy_modules_alone():
     """TensorFlow's own start-up notices reach a library user's stderr (they are TensorFlow's
     to print), and `import carl_tf` loads no TFDS, data, evaluation or command-line module."""
@@ -129,6 +137,7 @@ def test_import_carl_tf_leaves_stderr_and_the_heavy_modules_alone():
     assert any("oneDNN" in line for line in result.stderr.splitlines())
 
 
+@pytest.mark.slow
 def test_the_entry_points_quiet_tensorflows_start_up():
     result = subprocess.run(
         [sys.executable, os.path.join(REPO, "train.py"), "--help"],
@@ -141,6 +150,7 @@ def test_the_entry_points_quiet_tensorflows_start_up():
     assert "--config" in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_presets_are_found_by_name_from_anywhere():
     code = (
         "from carl_tf.cli.train import preset_path, shipped_presets\n"
