@@ -32,6 +32,11 @@ def paper_recipe() -> ml_collections.ConfigDict:
     c.projection_dim = 128
     c.num_prototypes = 100
     c.symmetric = False  # the paper's loss is one-sided (Fig. 1)
+    # Extensions, not in the paper (off by default; CARL(target_temperature=, unit_prototypes=)):
+    # targets of the consistency sharpened as softmax(energies / T), and prototypes used at
+    # unit norm (CARP).
+    c.target_temperature = 1.0
+    c.unit_prototypes = False
 
     # lambda_e of eq. 8: linear decay from kl_start (b) to kl_end (a) over kl_decay_epochs (E).
     c.kl_start = 4.0
@@ -48,6 +53,12 @@ def paper_recipe() -> ml_collections.ConfigDict:
     c.momentum = 0.9
     # Not given in the paper; 5e-4 is MoCo's CIFAR setting (He et al. 2020 follow-ups, solo-learn).
     c.weight_decay = 5e-4
+    # MoCo's PyTorch SGD adds the decay to the gradient before momentum ("coupled"), ten times
+    # stronger at momentum 0.9 than Keras's decoupled SGD(weight_decay=) ("decoupled"); "all"
+    # decays every weight as both do, "kernels" spares BatchNorm, biases and the prototypes
+    # (carl_tf.method.optimizer).
+    c.weight_decay_mode = "decoupled"
+    c.weight_decay_on = "all"
 
     # Views (SimCLR, Chen et al. 2020a). Blur only at 96 px and up, as SimCLR does for CIFAR.
     c.crop_min_scale = 0.08

@@ -65,6 +65,7 @@ from carl_tf.method.augment import SimCLRAugment
 from carl_tf.method.backbones import build_backbone
 from carl_tf.method.heads import ProjectionHead
 from carl_tf.method.inputs import split_batch
+from carl_tf.method.optimizer import build_optimizer
 from carl_tf.run.callbacks import MetricsRecorder, StopOnNaN
 from carl_tf.run.config import validate_config
 from carl_tf.run.progress import EpochLog
@@ -199,7 +200,7 @@ def build_simclr(config, steps_per_epoch: int, temperature: float) -> SimCLR:
     )
     model = SimCLR(backbone, head, augmenter, temperature)
     model.compile(
-        optimizer=pretrain.build_optimizer(config, steps_per_epoch),
+        optimizer=build_optimizer(config, model, steps_per_epoch),
         jit_compile=config.jit_compile,
     )
     return model

@@ -65,7 +65,7 @@ def kl_to_uniform(probs):
     return kl_of_mean_to_uniform(mean_assignment(probs))
 
 
-def per_example_multi_crop_consistency(p_small, p_global, symmetric=False):
+def per_example_multi_crop_consistency(p_small, p_global, symmetric=False, targets=None):
     """Eq. 4's summand averaged over every (anchor, target) pair of a multi-crop batch, (batch,).
 
     The pairs are the global pair of eq. 4 (`p_global[0]` the anchor, `p_global[1]` the target;
@@ -78,6 +78,8 @@ def per_example_multi_crop_consistency(p_small, p_global, symmetric=False):
         p_small: N tensors (batch, K), the assignments of the N small views (eq. 3).
         p_global: two tensors (batch, K), the assignments of the two global views.
         symmetric: also use `p_global[1]` as anchor against `p_global[0]`.
+        targets: two tensors (batch, K), the global views' assignments as targets, when they
+            differ from `p_global` (`CARL(target_temperature=...)`); None: `p_global`.
 
     Returns:
         (batch,) float32: the mean over the `1 + symmetric + 2 N` pairs of
@@ -85,8 +87,9 @@ def per_example_multi_crop_consistency(p_small, p_global, symmetric=False):
         both directions when symmetric).
     """
     first, second = p_global
-    pairs = [(first, second)] + ([(second, first)] if symmetric else [])
-    pairs += [(small, target) for small in p_small for target in (first, second)]
+    target_first, target_second = p_global if targets is None else targets
+    pairs = [(first, target_second)] + ([(second, target_first)] if symmetric else [])
+    pairs += [(small, target) for small in p_small for target in (target_first, target_second)]
     terms = [per_example_consistency(a, ops.stop_gradient(t)) for a, t in pairs]
     return ops.mean(ops.stack(terms), axis=0)
 

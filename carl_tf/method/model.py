@@ -77,6 +77,13 @@ class CARL(*_BACKEND_BASES, keras.Model):
         small_augmenter: the layer making one small view per call, instead of the
             `SimCLRAugment` built from `small_crop_size` and `small_crop_scale` (with the colour
             and blur settings of `augmenter` when that is a `SimCLRAugment`).
+        target_temperature: not in the paper (an extension, off at 1.0): the targets of the
+            consistency (the stop-gradient views) are `softmax(energies / T)`, sharper than the
+            anchors' assignments for T < 1. The anchors, the KL of eq. 5 and `predict` keep
+            T = 1.
+        unit_prototypes: not in the paper (an extension, off by default; CARP keeps its
+            prototypes at unit norm): the energies of eq. 2 use each prototype divided by its
+            norm, so they are bounded by the norm of z however the prototypes grow.
 
     Raises:
         ValueError: for fewer than two prototypes, a negative `small_crops`, an empty or
@@ -98,6 +105,8 @@ class CARL(*_BACKEND_BASES, keras.Model):
         small_crop_size: int | None = None,
         small_crop_scale: Sequence[float] = (0.05, 0.14),
         small_augmenter: keras.layers.Layer | None = None,
+        target_temperature: float = 1.0,
+        unit_prototypes: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -106,6 +115,10 @@ class CARL(*_BACKEND_BASES, keras.Model):
         self.backbone = backbone
         self.num_prototypes = int(num_prototypes)
         self.symmetric = bool(symmetric)
+        if not float(target_temperature) > 0.0:
+            raise ValueError(f"target_temperature must be positive, got {target_temperature}")
+        self.target_temperature = float(target_temperature)
+        self.unit_prototypes = bool(unit_prototypes)
         self.augmenter = augmenter if augmenter is not None else _default_augmenter(backbone)
         self.small_crops = int(small_crops)
         self.small_crop_scale = tuple(float(v) for v in small_crop_scale)
@@ -166,12 +179,34 @@ class CARL(*_BACKEND_BASES, keras.Model):
         """Assignment probabilities (N, K) of images, eq. 3, in float32."""
         return self.assign(images, training=training)
 
+    @property
+    def prototypes(self):
+        """The (d, K) variable whose columns are the K prototypes c_k (eq. 2)."""
+        return self.assigner.kernel
+
     def assign(self, images, training=False):
         """Encodes images and softmaxes their prototype energies (eqs. 2-3); float32 (N, K)."""
+        return ops.softmax(self.energies(images, training=training), axis=-1)
+
+    def energies(self, images, training=False):
+        """The prototype energies `<z_i, c_k>` of eq. 2 in float32, (N, K); with
+        `unit_prototypes` each c_k is divided by its norm first."""
         features = self.backbone(images, training=training)
         z = self.projection_head(features, training=training)
-        energies = self.assigner(z)
-        return ops.softmax(ops.cast(energies, "float32"), axis=-1)
+        if not self.unit_prototypes:
+            return ops.cast(self.assigner(z), "float32")
+        kernel = ops.convert_to_tensor(self.assigner.kernel)
+        unit = kernel / ops.sqrt(ops.sum(ops.square(kernel), axis=0, keepdims=True) + 1e-12)
+        return ops.cast(ops.matmul(z, ops.cast(unit, z.dtype)), "float32")
+
+    def _assign_with_target(self, images, training):
+        """The view's assignment p (eq. 3) and its target for the consistency: p itself, or with
+        `target_temperature` T != 1 `softmax(energies / T)`; the target carries no gradient."""
+        energies = self.energies(images, training=training)
+        p = ops.softmax(energies, axis=-1)
+        if self.target_temperature == 1.0:
+            return p, ops.stop_gradient(p)
+        return p, ops.stop_gradient(ops.softmax(energies / self.target_temperature, axis=-1))
 
     def _test_figures(self, data):
         """The figures of a validation batch: eq. 7's terms, without lambda_e (a setting of the
@@ -217,18 +252,18 @@ class CARL(*_BACKEND_BASES, keras.Model):
         With `small_views`, the consistency is the multi-crop mean over all (anchor, target)
         pairs (`losses.per_example_multi_crop_consistency`); the KL stays on the global anchors.
         """
-        p_a = self.assign(view_a, training=training)
-        p_b = self.assign(view_b, training=training)
+        p_a, target_a = self._assign_with_target(view_a, training)
+        p_b, target_b = self._assign_with_target(view_b, training)
         # Fig. 1: the positive view is a target, not trained through.
-        pairs = [(p_a, ops.stop_gradient(p_b))]
+        pairs = [(p_a, target_b)]
         if self.symmetric:
-            pairs.append((p_b, ops.stop_gradient(p_a)))
+            pairs.append((p_b, target_a))
         per_example = [losses.per_example_consistency(a, t) for a, t in pairs]
         if small_views:
             # One figure for every anchor: each pair's batch mean is then the multi-crop mean.
             p_small = self._assign_small(small_views, training)
             shared = losses.per_example_multi_crop_consistency(
-                p_small, (p_a, p_b), symmetric=self.symmetric
+                p_small, (p_a, p_b), symmetric=self.symmetric, targets=(target_a, target_b)
             )
             per_example = [shared] * len(pairs)
         consistency, kl, used = [], [], []
@@ -300,6 +335,8 @@ class CARL(*_BACKEND_BASES, keras.Model):
                 if self.small_augmenter is not None
                 else None
             ),
+            "target_temperature": self.target_temperature,
+            "unit_prototypes": self.unit_prototypes,
         }
 
     @classmethod

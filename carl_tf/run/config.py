@@ -13,9 +13,13 @@ from collections.abc import Callable
 import ml_collections
 
 from carl_tf.errors import RunDirectoryError, UsageError
-from carl_tf.method.backbones import BACKBONES
-from carl_tf.run.precision import PRECISIONS
-from carl_tf.run.strategy import STRATEGIES
+from carl_tf.run.choices import (
+    BACKBONES,
+    PRECISIONS,
+    STRATEGIES,
+    WEIGHT_DECAY_MODES,
+    WEIGHT_DECAY_ON,
+)
 
 
 class ConfigFieldError(UsageError):
@@ -108,6 +112,8 @@ FIELDS: dict[str, Callable[[object], str | None]] = {
     "projection_dim": _integer(1),
     "num_prototypes": _integer(2),
     "symmetric": _boolean,
+    "target_temperature": _real(0.0, open_low=True),
+    "unit_prototypes": _boolean,
     "kl_start": _real(0.0),
     "kl_end": _real(0.0),
     "kl_decay_epochs": _integer(0),
@@ -117,6 +123,8 @@ FIELDS: dict[str, Callable[[object], str | None]] = {
     "warmup_epochs": _integer(0),
     "momentum": _real(0.0, 1.0),
     "weight_decay": _real(0.0),
+    "weight_decay_mode": _one_of(WEIGHT_DECAY_MODES),
+    "weight_decay_on": _one_of(WEIGHT_DECAY_ON),
     "crop_min_scale": _real(0.0, 1.0, open_low=True),
     "blur_probability": _real(0.0, 1.0),
     "small_crops": _integer(0),
@@ -142,6 +150,14 @@ SWITCHED_BY = {
     "small_crop_size": "small_crops",
     "small_crop_min_scale": "small_crops",
     "small_crop_max_scale": "small_crops",
+}
+
+# The value a field had before it existed: a run recorded without it trained with this one.
+DEFAULTS_BEFORE_RECORDED = {
+    "target_temperature": 1.0,
+    "unit_prototypes": False,
+    "weight_decay_mode": "decoupled",
+    "weight_decay_on": "all",
 }
 
 # What a run directory records beside the fields in config.json (carl_tf.run.rundir): not

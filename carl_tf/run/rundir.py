@@ -21,7 +21,12 @@ import zipfile
 from collections.abc import Iterator
 
 from carl_tf.errors import RunDirectoryError
-from carl_tf.run.config import RECORD_KEYS, SWITCHED_BY, config_from_json
+from carl_tf.run.config import (
+    DEFAULTS_BEFORE_RECORDED,
+    RECORD_KEYS,
+    SWITCHED_BY,
+    config_from_json,
+)
 
 METRICS_COLUMNS = (
     "epoch",
@@ -310,8 +315,10 @@ def _changed_fields(previous: dict, config: dict, extensions: list[dict]) -> lis
 
     Neither does a field of `NOT_COMPARED`, nor one that the run's record lacks (added to
     carl_tf after the run began) and that `config` leaves off (0, false or empty) or that does
-    nothing while the field of `SWITCHED_BY` it depends on is off.
+    nothing while the field of `SWITCHED_BY` it depends on is off. A field of
+    `DEFAULTS_BEFORE_RECORDED` that the record lacks held that value.
     """
+    previous = {**DEFAULTS_BEFORE_RECORDED, **previous}
 
     def inert(k):
         return k in SWITCHED_BY and not config.get(SWITCHED_BY[k])

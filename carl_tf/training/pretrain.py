@@ -27,7 +27,8 @@ from carl_tf.evaluation.monitor import KNNMonitor
 from carl_tf.method.augment import SimCLRAugment
 from carl_tf.method.backbones import build_backbone
 from carl_tf.method.model import CARL
-from carl_tf.method.schedules import KLWeightSchedule, StartAt
+from carl_tf.method.optimizer import build_optimizer
+from carl_tf.method.schedules import KLWeightSchedule
 from carl_tf.run.callbacks import (
     CollapseGuard,
     Interrupted,
@@ -202,7 +203,8 @@ def setup_runtime(config):
 
 
 def build_model(config, steps_per_epoch: int, cycle_start_epoch: int = 0) -> CARL:
-    """The CARL model of a config, compiled with SGD and the (warmup +) cosine learning rate.
+    """The CARL model of a config, compiled with SGD and the (warmup +) cosine learning rate
+    (`carl_tf.method.optimizer`).
 
     `cycle_start_epoch` > 0 (a run extended with `restart`) starts the cosine cycle afresh, from
     the peak rate without warmup, at that epoch and ends it at `config.epochs`.
@@ -227,41 +229,15 @@ def build_model(config, steps_per_epoch: int, cycle_start_epoch: int = 0) -> CAR
         small_crops=config.small_crops,
         small_crop_size=config.small_crop_size,
         small_crop_scale=(config.small_crop_min_scale, config.small_crop_max_scale),
+        target_temperature=config.target_temperature,
+        unit_prototypes=config.unit_prototypes,
     )
-    optimizer = build_optimizer(config, steps_per_epoch, cycle_start_epoch)
+    optimizer = build_optimizer(config, model, steps_per_epoch, cycle_start_epoch)
     # JAX runs an uncompiled step op by op, several times slower: there the step is always
     # compiled, and `jit_compile` chooses only for TensorFlow.
     jit_compile = config.jit_compile or keras.backend.backend() == "jax"
     model.compile(optimizer=optimizer, jit_compile=jit_compile)
     return model
-
-
-def build_optimizer(config, steps_per_epoch: int, cycle_start_epoch: int = 0):
-    """SGD with momentum and weight decay on the config's (warmup +) cosine learning rate.
-
-    The peak rate is `learning_rate * batch_size / 256`. `cycle_start_epoch` > 0 (a run
-    extended with `restart`) starts the cosine cycle afresh, from the peak rate without warmup,
-    at that epoch and ends it at `config.epochs`.
-    """
-    peak = config.learning_rate * config.batch_size / 256
-    if cycle_start_epoch:
-        schedule = StartAt(
-            keras.optimizers.schedules.CosineDecay(
-                peak, decay_steps=(config.epochs - cycle_start_epoch) * steps_per_epoch
-            ),
-            start_step=cycle_start_epoch * steps_per_epoch,
-        )
-    else:
-        warmup_steps = config.warmup_epochs * steps_per_epoch
-        schedule = keras.optimizers.schedules.CosineDecay(
-            initial_learning_rate=0.0 if warmup_steps else peak,
-            warmup_target=peak if warmup_steps else None,
-            warmup_steps=warmup_steps,
-            decay_steps=(config.epochs - config.warmup_epochs) * steps_per_epoch,
-        )
-    return keras.optimizers.SGD(
-        schedule, momentum=config.momentum, weight_decay=config.weight_decay or None
-    )
 
 
 def training_data(config, source: data.ImageSource, strategy):
