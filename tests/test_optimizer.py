@@ -113,3 +113,13 @@ def test_coupled_kernels_step_under_mirrored_strategy_equals_one_device(two_repl
     assert sum(not np.allclose(w, w0) for w, w0 in zip(single, initial)) > len(initial) // 2
     for got, want in zip(mirrored, single):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_a_run_recorded_before_the_fields_existed_resumes_with_their_old_values():
+    from carl_tf.run.rundir import _changed_fields
+
+    recorded = {k: v for k, v in _config().to_dict().items() if not k.startswith("weight_decay_")}
+    recorded.pop("target_temperature"), recorded.pop("unit_prototypes")
+    assert _changed_fields(recorded, _config().to_dict(), []) == []
+    changed = _config(weight_decay_mode="coupled", target_temperature=0.5).to_dict()
+    assert _changed_fields(recorded, changed, []) == ["target_temperature", "weight_decay_mode"]
