@@ -4,45 +4,27 @@ import datetime
 import json
 import logging
 import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 from matplotlib.lines import Line2D
+from support import FINISHED_EPOCHS
 
 import carl_tf
 from carl_tf.evaluation import plots
 from carl_tf.evaluation.linear_eval import linear_probe_on_features
 from carl_tf.run.precision import resolve_precision
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-EPOCHS = 2
+EPOCHS = FINISHED_EPOCHS
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    """A two-epoch digits run, trained as train.py trains (its own process, its own policy)."""
-    path = str(tmp_path_factory.mktemp("digits"))
-    process = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(REPO, "train.py"),
-            "--config=configs/digits.py:smoke",
-            f"--epochs={EPOCHS}",
-            f"--workdir={path}",
-        ],
-        cwd=REPO,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert process.returncode == 0, process.stderr[-3000:]
-    return path
+def workdir(finished_run_copy, tmp_path_factory):
+    """A copy of the shared two-epoch digits run, trained as train.py trains (its own process,
+    its own policy)."""
+    return finished_run_copy(tmp_path_factory.mktemp("report") / "digits")
 
 
 @pytest.fixture(scope="module")
