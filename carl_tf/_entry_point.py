@@ -1,11 +1,12 @@
-"""Quiets TensorFlow's start-up notices, in carl_tf's own command-line programs only.
+"""How carl_tf loads TensorFlow: after the flags in its programs, once and quietly.
 
 TensorFlow 2.21 prints C++ notices (oneDNN, CUDA stubs, CPU features) to file descriptor 2 while
-it loads, whatever TF_CPP_MIN_LOG_LEVEL says. Under that backend `import carl_tf` loads TensorFlow (it registers
-carl_tf's Keras classes), and a console script imports the package before its own code runs, so
-the programs cannot quiet the import themselves: the package does it for them, and only for them
-(`carl-train`, `carl-evaluate`, and the checkout's `train.py` / `evaluate.py`). Every other
-program that imports carl_tf keeps TensorFlow's messages on its stderr.
+it loads, whatever TF_CPP_MIN_LOG_LEVEL says, and prints the oneDNN and CUDA ones twice (two of
+its libraries each initialise logging). carl_tf's command-line programs (`carl-train`,
+`carl-evaluate`, `carl-embed`, and the checkout's `train.py` / `evaluate.py`) check their flags
+before TensorFlow loads, then load it with those notices sent to /dev/null (`carl_tf.cli.common.load_keras`). Any
+other program that imports carl_tf gets TensorFlow's notices on its stderr, each once
+(`import_tensorflow_once`).
 """
 
 import importlib.util
@@ -13,7 +14,7 @@ import json
 import os
 import sys
 
-_CONSOLE_SCRIPTS = ("carl-train", "carl-evaluate")
+_CONSOLE_SCRIPTS = ("carl-train", "carl-evaluate", "carl-embed")
 _CHECKOUT_SCRIPTS = ("train.py", "evaluate.py")
 
 
@@ -63,3 +64,39 @@ def import_tensorflow_quietly() -> None:
         os.dup2(saved_stderr, 2)
         os.close(saved_stderr)
         os.close(devnull)
+
+
+def import_tensorflow_once() -> None:
+    """Loads TensorFlow, printing each of its start-up notices once instead of twice.
+
+    fd 2 goes to a temporary file while TensorFlow loads; then every line of it is written back
+    to fd 2 except repeats of a notice already written (TensorFlow's lines differ only in their
+    timestamp). Nothing is hidden: a line that is not a repeat, an error included, is printed.
+    Does nothing when TensorFlow is already loaded, not installed, or not Keras's backend.
+    """
+    if "tensorflow" in sys.modules or keras_backend() != "tensorflow":
+        return
+    if importlib.util.find_spec("tensorflow") is None:
+        return
+    import tempfile
+
+    sys.stderr.flush()
+    saved_stderr = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        finally:
+            os.dup2(saved_stderr, 2)
+            os.close(saved_stderr)
+            captured.seek(0)
+            text = captured.read().decode(errors="replace")
+            seen, kept = set(), []
+            for line in text.splitlines(keepends=True):
+                # "I0000 00:00:1796483899.548208    8150 port.cc:153] message": the message.
+                key = line.split("] ", 1)[1] if "] " in line[:80] else line
+                if key not in seen:
+                    seen.add(key)
+                    kept.append(line)
+            if kept:
+                os.write(2, "".join(kept).encode())

@@ -21,7 +21,8 @@ ALLOWED = {
     "run": {"errors", "method", "data"},
     "evaluation": {"errors", "method", "data", "run"},
     "training": {"errors", "method", "data", "run", "evaluation"},
-    "cli": {"errors", "method", "data", "run", "evaluation", "training"},
+    # The programs load TensorFlow themselves, after their flags (carl_tf._entry_point).
+    "cli": {"errors", "_entry_point", "method", "data", "run", "evaluation", "training"},
     "configs": set(),
 }
 

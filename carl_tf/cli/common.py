@@ -1,10 +1,12 @@
-"""What the command-line programs share: short log lines, and one-line errors with exit codes.
+"""What the command-line programs share: short log lines, one-line errors with exit codes, and
+TensorFlow loaded only after the flags are checked (`load_keras`), so a mistake is reported at once.
 
 Exit codes: 0 done, 1 the run failed (NaN loss, collapse), 2 a usage, data or run-directory
 problem, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM). An interrupted train.py names the
 epoch it was in (`carl_tf.run.callbacks.Interrupted`).
 """
 
+import importlib
 import logging
 import os
 import signal
@@ -14,9 +16,8 @@ from collections.abc import Callable
 from absl import flags
 from absl import logging as absl_logging
 
+from carl_tf import _entry_point
 from carl_tf.errors import CarlError, TrainingFailed
-from carl_tf.run.callbacks import Interrupted
-from carl_tf.run.config import ConfigFieldError
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 2, 130, 143
 
@@ -41,6 +42,16 @@ def setup_logging() -> None:
     absl_logging.set_verbosity(absl_logging.WARNING)
 
 
+def load_keras() -> None:
+    """Loads TensorFlow (its start-up notices sent to /dev/null), Keras and carl_tf's classes.
+
+    The programs call it once their flags and config are checked; nothing before it imports
+    Keras, so a bad flag costs a second, not the ten or more of TensorFlow's start.
+    """
+    _entry_point.import_tensorflow_quietly()
+    importlib.import_module("carl_tf.method.model")  # registers carl_tf's Keras classes
+
+
 def run_main(
     main: Callable[[list[str]], int | None], flag_name: Callable[[str], str]
 ) -> Callable[[list[str]], int]:
@@ -59,11 +70,11 @@ def run_main(
         signal.signal(signal.SIGTERM, _raise_terminated)
         try:
             return main(argv) or 0
-        except ConfigFieldError as error:
-            return _fail(str(error.with_flag(flag_name(error.field))), EXIT_USAGE)
         except TrainingFailed as error:
             return _fail(str(error), EXIT_FAILED)
         except CarlError as error:  # one with `results_text` measured figures it could not save
+            if hasattr(error, "with_flag"):  # carl_tf.run.config.ConfigFieldError
+                return _fail(str(error.with_flag(flag_name(error.field))), EXIT_USAGE)
             return _fail(str(error), EXIT_USAGE, shown=getattr(error, "results_text", None))
         except KeyboardInterrupt as error:  # Ctrl-C, Terminated, and Interrupted from either
             return _stopped(error)
@@ -78,11 +89,13 @@ def interrupted_message(what: str) -> str:
 
 def _stopped(error: KeyboardInterrupt) -> int:
     """The line and exit code of a Ctrl-C or SIGTERM, naming the epoch when train.py knows it."""
-    signal_error = error.__cause__ if isinstance(error, Interrupted) else error
+    # carl_tf.run.callbacks.Interrupted, whose module is loaded only once training runs.
+    epoch = getattr(error, "epoch", None)
+    signal_error = error.__cause__ if epoch is not None else error
     terminated = isinstance(signal_error, Terminated)
     what = "terminated" if terminated else "interrupted"
-    if isinstance(error, Interrupted):
-        what += f" during epoch {error.epoch}"
+    if epoch is not None:
+        what += f" during epoch {epoch}"
     return _fail(interrupted_message(what), EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
 
 

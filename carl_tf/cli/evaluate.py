@@ -12,10 +12,15 @@ follow CARL's Table 1: accuracies in percent, NMI and ARI as fractions. The work
 
 from absl import app, flags
 
-from carl_tf.cli.common import parse_flags, run_main
+from carl_tf import _entry_point
+from carl_tf.cli.common import load_keras, parse_flags, run_main
 from carl_tf.errors import UsageError
-from carl_tf.evaluation.linear_eval import DEFAULT_LEARNING_RATE
-from carl_tf.evaluation.protocols import LINEAR_MODES, PROTOCOLS, ProtocolSettings
+from carl_tf.evaluation.settings import (
+    DEFAULT_LEARNING_RATE,
+    LINEAR_MODES,
+    PROTOCOLS,
+    ProtocolSettings,
+)
 
 _MODEL = flags.DEFINE_string(
     "model",
@@ -53,10 +58,12 @@ _KNN_K = flags.DEFINE_integer("knn_k", 200, "Neighbours of knn_top1 (knn20_top1 
 _KNN_TEMPERATURE = flags.DEFINE_float("knn_temperature", 0.1, "T of the kNN vote exp(sim / T).")
 _LINEAR = flags.DEFINE_enum(
     "linear",
-    "full",
+    "features",
     LINEAR_MODES,
-    "full: MoCo's linear protocol (random crop and flip, the frozen backbone run every step); "
-    "features: fast probe on features computed once, no augmentation.",
+    "features (default): the probe trains on features computed once, no augmentation; "
+    "seconds to minutes. full: MoCo's linear protocol of the paper's Table 1 (random crop and "
+    "flip through the frozen backbone every step), 10-30x slower; on CIFAR-10 the two agreed "
+    "within 0.4 points. full flips the images, which suits natural photos, not digits or text.",
 )
 _LINEAR_EPOCHS = flags.DEFINE_integer(
     "linear_epochs", 100, "Linear probe epochs (rate x0.1 at 60% and 80%)."
@@ -115,8 +122,9 @@ def main(argv):
         raise UsageError(f"unexpected arguments {' '.join(argv[1:])}; flags look like --name=value")
     if _MODEL.value is None:
         raise UsageError("pass --model=PATH: a train.py workdir, a SavedModel or a .keras file")
-    protocol_settings(None)  # checked before the slow part
+    protocol_settings(None)  # checked before TensorFlow loads: a mistake is reported at once
     require_tensorflow_backend()
+    load_keras()
     from carl_tf.evaluation.evaluate import evaluate
     from carl_tf.evaluation.loading import load_model
 
@@ -159,11 +167,10 @@ def main(argv):
 def require_tensorflow_backend() -> None:
     """Raises UsageError under another Keras backend: the probes and the loaders of exported
     models are TensorFlow's, and a `.keras` file of a JAX run loads there too."""
-    import keras
-
-    if keras.backend.backend() != "tensorflow":
+    backend = _entry_point.keras_backend()  # as Keras will find it, without importing Keras
+    if backend != "tensorflow":
         raise UsageError(
-            f"evaluate.py runs under Keras's TensorFlow backend, not {keras.backend.backend()!r}; "
+            f"evaluate.py runs under Keras's TensorFlow backend, not {backend!r}; "
             "rerun with KERAS_BACKEND=tensorflow (a JAX run's export/carl.keras loads there)"
         )
 

@@ -15,11 +15,10 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from carl_tf.cli.common import parse_flags, run_main
+from carl_tf.cli.common import load_keras, parse_flags, run_main
 from carl_tf.errors import UsageError
+from carl_tf.run.choices import PRECISIONS, STRATEGIES
 from carl_tf.run.config import unknown_field_error, validate_config
-from carl_tf.run.precision import PRECISIONS
-from carl_tf.run.strategy import STRATEGIES
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config",
@@ -203,13 +202,14 @@ def flag_name(field: str) -> str:
 def main(argv):
     if len(argv) > 1:
         raise UsageError(f"unexpected arguments {' '.join(argv[1:])}; flags look like --name=value")
-    from carl_tf.training.pretrain import pretrain  # the heavy part, after the flags are checked
-
     config, workdir = resolve_config()
+    validate_config(config)  # before TensorFlow loads: a mistake is reported in a second
     if _PRINT_CONFIG.value:
-        validate_config(config)
         print(json.dumps({**config.to_dict(), "workdir": workdir}, indent=2, sort_keys=True))
         return 0
+    load_keras()
+    from carl_tf.training.pretrain import pretrain  # the heavy part, after the flags are checked
+
     result = pretrain(config, workdir, overwrite=_OVERWRITE.value, extend=_EXTEND.value)
     if not result.trained:
         print(f"{result.workdir} holds a finished run; nothing to do (--overwrite trains afresh)")

@@ -23,13 +23,13 @@ import keras
 import numpy as np
 
 from carl_tf.evaluation.features import extract_features
+from carl_tf.evaluation.settings import DEFAULT_LEARNING_RATE
 
 if TYPE_CHECKING:  # the probes train on tf.data; the module imports without TensorFlow
     import tensorflow as tf
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_LEARNING_RATE = 0.1
 # At most this many progress lines per probe: the full probe runs minutes without output.
 _PROGRESS_LINES = 10
 

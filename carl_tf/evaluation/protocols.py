@@ -9,90 +9,19 @@ import logging
 import keras
 import numpy as np
 
-from carl_tf.errors import UsageError
 from carl_tf.evaluation.clustering import clustering_scores, kmeans_scores
 from carl_tf.evaluation.features import extract_features
 from carl_tf.evaluation.knn import knn_accuracy
-from carl_tf.evaluation.linear_eval import (
+from carl_tf.evaluation.linear_eval import linear_probe, linear_probe_on_features
+from carl_tf.evaluation.settings import (  # noqa: F401  (re-exported: the protocols' settings)
     DEFAULT_LEARNING_RATE,
-    linear_probe,
-    linear_probe_on_features,
+    LINEAR_MODES,
+    PROTOCOLS,
+    SMALL_K,
+    ProtocolSettings,
 )
 
 logger = logging.getLogger(__name__)
-
-PROTOCOLS = ("knn", "linear", "cluster")
-LINEAR_MODES = ("full", "features")
-# The second kNN figure, beside the configurable k (200 by default, as in Wu et al. 2018).
-SMALL_K = 20
-
-
-@dataclasses.dataclass(frozen=True)
-class ProtocolSettings:
-    """How the protocols run.
-
-    Attributes:
-        protocols: Names from `PROTOCOLS` to run.
-        knn_k: Neighbours of the kNN figure `knn_top1`; `knn20_top1` always uses 20.
-        knn_temperature: T of the kNN vote weight exp(similarity / T).
-        linear: `full` (MoCo's protocol with crop and flip, the backbone run every step) or
-            `features` (no augmentation, on features computed once).
-        linear_epochs: Epochs of the linear probe.
-        linear_learning_rate: Base learning rate of the linear probe.
-        batch_size: Images per forward pass and per linear-probe step.
-        seed: Seed of the probe's shuffling and augmentation and of k-means.
-    """
-
-    protocols: tuple[str, ...] = PROTOCOLS
-    knn_k: int = 200
-    knn_temperature: float = 0.1
-    linear: str = "full"
-    linear_epochs: int = 100
-    linear_learning_rate: float = DEFAULT_LEARNING_RATE
-    batch_size: int = 256
-    seed: int = 0
-
-    def applied(self, *, baseline: bool = False) -> dict:
-        """The settings that shaped the figures of `protocols`, for the JSON record.
-
-        A setting of a protocol that did not run is left out, so the record does not claim,
-        say, a linear probe of 100 epochs that never happened.
-
-        Args:
-            baseline: Whether a random baseline was drawn, which uses the seed.
-        """
-        names = ["protocols", "batch_size"]
-        if "knn" in self.protocols:
-            names += ["knn_k", "knn_temperature"]
-        if "linear" in self.protocols:
-            names += ["linear", "linear_epochs", "linear_learning_rate"]
-        # The probe's shuffling and augmentation, k-means and the baseline's weights draw from it.
-        if baseline or {"linear", "cluster"} & set(self.protocols):
-            names.append("seed")
-        return {name: getattr(self, name) for name in names}
-
-    def check(self) -> None:
-        """Raises UsageError naming the first setting that cannot work."""
-        unknown = [p for p in self.protocols if p not in PROTOCOLS]
-        if unknown or not self.protocols:
-            raise UsageError(
-                f"unknown protocol {', '.join(map(repr, unknown)) or '(none given)'}; pass "
-                f"--protocol as a comma-separated list from {', '.join(PROTOCOLS)}"
-            )
-        if self.linear not in LINEAR_MODES:
-            raise UsageError(
-                f"linear must be one of {', '.join(LINEAR_MODES)}, got {self.linear!r}"
-            )
-        positive = {
-            "knn_k": self.knn_k,
-            "knn_temperature": self.knn_temperature,
-            "linear_epochs": self.linear_epochs,
-            "linear_lr": self.linear_learning_rate,
-            "batch_size": self.batch_size,
-        }
-        for name, value in positive.items():
-            if not value > 0 or value == float("inf"):
-                raise UsageError(f"{name} must be positive and finite, got {value}; fix --{name}")
 
 
 @dataclasses.dataclass(frozen=True)

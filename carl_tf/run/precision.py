@@ -26,8 +26,8 @@ import os
 
 import keras
 
-POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
-PRECISIONS = ("auto",) + POLICIES
+from carl_tf.run.choices import POLICIES, PRECISIONS  # noqa: F401  (PRECISIONS re-exported)
+
 # /proc/cpuinfo flags of x86 CPUs with bfloat16 dot products, which oneDNN uses for bfloat16.
 NATIVE_BFLOAT16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 

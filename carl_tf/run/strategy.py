@@ -22,8 +22,8 @@ import os
 import keras
 
 from carl_tf.errors import UsageError
+from carl_tf.run.choices import STRATEGIES
 
-STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
 # The strategies that need TensorFlow's cluster machinery, which the JAX backend does not use.
 TENSORFLOW_ONLY = ("multi_worker", "tpu")
 

@@ -1,0 +1,14 @@
+"""The values a config field may take from a fixed list, in a module that loads no Keras.
+
+`carl_tf.run.config` checks a config against them, and the command line offers them as flag
+choices, before TensorFlow loads: a mistake is reported in a second. `carl_tf.run.precision`
+and `carl_tf.run.strategy` take theirs from here; the backbones' and the optimizer's lists are
+the method's (`tests/test_cli_fast.py` checks that these match them).
+"""
+
+BACKBONES = ("resnet18", "resnet34", "resnet50")
+POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
+PRECISIONS = ("auto",) + POLICIES
+STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
+WEIGHT_DECAY_MODES = ("decoupled", "coupled")
+WEIGHT_DECAY_ON = ("all", "kernels")
