@@ -4,7 +4,7 @@ Training consistency and kNN after the first epochs track a run's final kNN clos
 (docs/results.md, section 5), so a lever can be judged on its first two epochs before it earns
 seeded runs. Each job is a queue line as `run_queue.sh` takes it, `NAME [SCRIPT.py] ARGS...`,
 run to completion of epoch --epochs of its own schedule (an 8-epoch run's lambda and learning
-rate at epoch 2, not a 2-epoch run's), then interrupted as Ctrl-C would (the run directory stays
+rate at epoch 2, not a 2-epoch run's), then stopped with SIGTERM, as a cluster stops a job (the run directory stays
 resumable). One tab-separated row per job goes to stdout and to --table as each job ends.
 
 python experiments/screen.py --queue=runs/screen.txt --runs=runs/screen --table=runs/screen.tsv
@@ -57,7 +57,7 @@ def screen(name: str, script: str, arguments: list[str], runs: str, epochs: int)
         while process.poll() is None:
             row = epoch_row(os.path.join(workdir, "metrics.csv"), epochs)
             if row is not None:
-                process.send_signal(signal.SIGINT)
+                process.send_signal(signal.SIGTERM)
                 break
             time.sleep(2)
         process.wait()
