@@ -3,7 +3,9 @@ truncated checkpoints and files, full and read-only disks, symlink loops, odd fi
 SavedModel inputs, and what a resume repeats. docs/faults.md sums up what these tests check.
 
 The train.py runs of a fixture are started together (each only waits on its own files), so
-each fixture takes about as long as its two longest runs one after the other.
+each fixture takes about as long as its two longest runs one after the other. The tests that
+start train.py or evaluate.py are in the slow tier; the finished run they damage or compare
+with is the shared one of tests/conftest.py.
 """
 
 import contextlib
@@ -17,6 +19,7 @@ import subprocess
 import sys
 import time
 import zipfile
+from pathlib import Path
 
 import h5py
 import keras
@@ -24,19 +27,22 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
+from support import ENV, FINISHED_ARGS, FINISHED_EPOCHS, REPO, SMOKE, error_lines
 
 import carl_tf
 from carl_tf.data import sources
 from carl_tf.errors import DataError, RunDirectoryError, UsageError
 from carl_tf.evaluation.loading import load_model
 from carl_tf.method.backbones import build_backbone
+from carl_tf.method.schedules import linear_decay
 from carl_tf.run import export
 from carl_tf.run.callbacks import MetricsRecorder, RunRecorder
 from carl_tf.run.rundir import RunDirectory, keras_file_problem
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SMOKE = ["--config=configs/digits.py:smoke"]
-ENV = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+# The shared finished run's flags after SMOKE, and its checkpoints, oldest first (two epochs:
+# both are kept).
+FINISHED_FLAGS = FINISHED_ARGS[len(SMOKE) :]
+CHECKPOINTS = [f"ckpt-{e:04d}.keras" for e in range(1, FINISHED_EPOCHS + 1)]
 
 
 class Run:
@@ -76,10 +82,6 @@ def epochs_in(workdir) -> list[int]:
         return [int(row["epoch"]) for row in csv.DictReader(f)]
 
 
-def error_lines(output: str) -> list[str]:
-    return [line for line in output.splitlines() if "error" in line.lower()]
-
-
 def damage(workdir, finished):
     """A copy of the finished run without its export (so a rerun resumes), ready to damage."""
     shutil.copytree(finished, workdir, ignore=shutil.ignore_patterns("export"))
@@ -87,54 +89,38 @@ def damage(workdir, finished):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(finished_digits, tmp_path_factory):
     """Every train.py scenario, run concurrently; maps a name to (exit code, output, workdir).
 
     first: a 3-epoch run, raced by `second` (the same command) once it holds its workdir;
     "race" records whether `first` was still going when `second` ended and whether its
-    config.json was left as it was. killed: SIGKILLed after writing its epoch-0 row, before its first
-    checkpoint, then `resumed` with the same command. Once `first` finished, copies of it
-    resume with the newest checkpoint truncated, without metrics.csv, with a garbage metrics
-    row, or with a truncated config.json.
+    config.json was left as it was. Copies of the shared finished run resume with the newest
+    checkpoint truncated, without metrics.csv, with a garbage metrics row, or with a truncated
+    config.json. (The run SIGKILLed before its first checkpoint is the `stopped` scenario.)
     """
     tmp = tmp_path_factory.mktemp("faults")
     first = Run(tmp / "first", "--epochs=3")
-    killed = Run(tmp / "killed", "--epochs=1")
+    finished = finished_digits.workdir
     results = {}
+
+    corrupt = damage(tmp / "corrupt", finished)
+    os.truncate(corrupt / "checkpoints" / CHECKPOINTS[-1], 100)
+    no_metrics = damage(tmp / "no_metrics", finished)
+    os.remove(no_metrics / "metrics.csv")
+    garbage = damage(tmp / "garbage", finished)
+    with open(garbage / "metrics.csv", "a") as f:
+        f.write("garbage,row\n")
+    bad_config = damage(tmp / "bad_config", finished)
+    os.truncate(bad_config / "config.json", 20)
 
     wait_for(lambda: os.path.exists(first.path("config.json")), "the first run to start")
     config_written = os.stat(first.path("config.json")).st_mtime_ns
     second = Run(tmp / "first", "--epochs=3", log=f"{tmp / 'second'}.log")
-
-    wait_for(lambda: os.path.exists(killed.path("metrics.csv")), "the epoch-0 row")
-    killed.process.send_signal(signal.SIGKILL)
-    killed.process.wait()
-    lock_file = f"{killed.workdir}.lock"
-    results["killed"] = (
-        os.listdir(killed.path("checkpoints")),
-        open(lock_file).read() if os.path.exists(lock_file) else "",
-        killed.process.pid,
-    )
-    killed.start()
-
     results["second"] = (*second.wait(), first.workdir)
     first_running = first.process.poll() is None
-    results["first"] = (*first.wait(), first.workdir)
-    config_unchanged = os.stat(first.path("config.json")).st_mtime_ns == config_written
-    results["race"] = (first_running, config_unchanged)
-    assert results["first"][0] == 0, results["first"][1][-3000:]
 
-    corrupt = damage(tmp / "corrupt", first.workdir)
-    os.truncate(corrupt / "checkpoints" / "ckpt-0003.keras", 100)
-    no_metrics = damage(tmp / "no_metrics", first.workdir)
-    os.remove(no_metrics / "metrics.csv")
-    garbage = damage(tmp / "garbage", first.workdir)
-    with open(garbage / "metrics.csv", "a") as f:
-        f.write("garbage,row\n")
-    bad_config = damage(tmp / "bad_config", first.workdir)
-    os.truncate(bad_config / "config.json", 20)
     damaged = {
-        name: Run(workdir, "--epochs=3")
+        name: Run(workdir, *FINISHED_FLAGS)
         for name, workdir in [
             ("corrupt", corrupt),
             ("no_metrics", no_metrics),
@@ -142,12 +128,16 @@ def runs(tmp_path_factory):
             ("bad_config", bad_config),
         ]
     }
+    results["first"] = (*first.wait(), first.workdir)
+    config_unchanged = os.stat(first.path("config.json")).st_mtime_ns == config_written
+    results["race"] = (first_running, config_unchanged)
+    assert results["first"][0] == 0, results["first"][1][-3000:]
     for name, run in damaged.items():
         results[name] = (*run.wait(), run.workdir)
-    results["resumed"] = (*killed.wait(), killed.workdir)
     return results
 
 
+@pytest.mark.slow
 def test_second_run_on_a_busy_workdir_is_refused_and_changes_nothing(runs):
     code, output, workdir = runs["second"]
     first_running, config_unchanged = runs["race"]
@@ -161,29 +151,36 @@ def test_second_run_on_a_busy_workdir_is_refused_and_changes_nothing(runs):
     assert os.path.exists(os.path.join(workdir, "export", "carl.keras"))
 
 
-def test_lock_of_a_killed_run_is_no_obstacle_and_history_has_one_row_per_epoch(runs):
-    checkpoints, lock_text, pid = runs["killed"]
+@pytest.mark.slow
+def test_lock_of_a_killed_run_is_no_obstacle_and_history_has_one_row_per_epoch(stopped):
+    checkpoints, lock_text, pid, exported = stopped["killed"]
     assert checkpoints == [], "killed before its first checkpoint"
+    assert not exported, "killed before it finished"
     assert lock_text.startswith(f"pid {pid} on "), "the dead process's lock file stays"
-    code, output, workdir = runs["resumed"]
+    # The same command then ran on (to its Ctrl-C and its resume) with one row per epoch.
+    assert stopped["sigint"][3] == [0, 1]  # not a second epoch-0 row
+    code, output, workdir, epochs, _ = stopped["resumed"]
     assert code == 0, output[-3000:]
-    assert epochs_in(workdir) == [0, 1]  # not a second epoch-0 row
+    assert epochs == list(range(FINISHED_EPOCHS + 1))
 
 
+@pytest.mark.slow
 def test_truncated_newest_checkpoint_resumes_from_the_one_before(runs):
     code, output, workdir = runs["corrupt"]
     assert code == 0, output[-3000:]
-    assert "skipping the checkpoint" in output and "ckpt-0003.keras" in output
-    assert "after epoch 2" in output
-    assert epochs_in(workdir) == [0, 1, 2, 3]
+    assert "skipping the checkpoint" in output and CHECKPOINTS[-1] in output
+    assert f"after epoch {FINISHED_EPOCHS - 1}" in output
+    assert epochs_in(workdir) == list(range(FINISHED_EPOCHS + 1))
     assert os.path.exists(os.path.join(workdir, "export", "carl.keras"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "case, names",
     [
         ("no_metrics", ["metrics.csv", "missing", "--overwrite"]),
-        ("garbage", ["metrics.csv", "line 6", "--overwrite"]),
+        # The header, one row per epoch from 0, then the garbage.
+        ("garbage", ["metrics.csv", f"line {FINISHED_EPOCHS + 3}", "--overwrite"]),
         ("bad_config", ["config.json", "damaged", "--overwrite"]),
     ],
 )
@@ -209,24 +206,24 @@ def test_resume_keeps_one_row_per_epoch_of_a_history_with_repeats(tmp_path):
 
 
 @pytest.fixture
-def unfinished_copy(runs, tmp_path):
-    """A copy of the first run without its export: evaluate.py loads its newest checkpoint."""
-    return damage(tmp_path / "run", runs["first"][2])
+def unfinished_copy(finished_run_copy, tmp_path):
+    """A copy of the shared run without its export: evaluate.py loads its newest checkpoint."""
+    return Path(finished_run_copy(tmp_path / "run", ignore=shutil.ignore_patterns("export")))
 
 
 def test_evaluation_skips_a_truncated_newest_checkpoint(unfinished_copy):
-    os.truncate(unfinished_copy / "checkpoints" / "ckpt-0003.keras", 100)
-    assert load_model(str(unfinished_copy)).weights.endswith("ckpt-0002.keras")
+    os.truncate(unfinished_copy / "checkpoints" / CHECKPOINTS[-1], 100)
+    assert load_model(str(unfinished_copy)).weights.endswith(CHECKPOINTS[-2])
 
 
 def test_evaluation_names_damaged_checkpoints(unfinished_copy):
-    for name in ("ckpt-0002.keras", "ckpt-0003.keras"):
+    for name in CHECKPOINTS[-2:]:
         os.truncate(unfinished_copy / "checkpoints" / name, 100)
     with pytest.raises(UsageError, match="damaged") as raised:
         load_model(str(unfinished_copy))
     assert "File not found" not in str(raised.value) and "\n" not in str(raised.value)
     with pytest.raises(UsageError, match="damaged.*not a zip") as raised:
-        load_model(str(unfinished_copy / "checkpoints" / "ckpt-0003.keras"))
+        load_model(str(unfinished_copy / "checkpoints" / CHECKPOINTS[-1]))
     assert "File not found" not in str(raised.value)
 
 
@@ -388,38 +385,63 @@ def checkpoint_weights(path) -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def stopped(tmp_path_factory):
-    """The smoke run's 2 epochs stopped by real signals, and once without; run concurrently.
+def stopped(finished_digits, tmp_path_factory):
+    """Runs stopped by real signals, run concurrently; the resume after a kill, merged into one.
 
     Maps a name to (exit code, output, workdir, epochs in metrics.csv, checkpoint names), taken
-    right after the stop. plain: never stopped. sigint: Ctrl-C once epoch 1's line is printed
-    (its checkpoint is written, epoch 2 is training); a copy of it is kept as `unfinished` and
-    the same command then runs again as `resumed`. sigterm: SIGTERM once training starts
-    (epoch 1). saving: Ctrl-C the moment a temporary checkpoint file appears.
+    right after the stop. One run of the shared run's command (FINISHED_FLAGS) is stopped and
+    resumed twice: SIGKILLed once its epoch-0 row is written, before its first checkpoint
+    ("killed": its checkpoints, its lock file's text, its pid, whether it exported); the same
+    command again, Ctrl-C'd once epoch 1's line is printed ("sigint": its checkpoint is written,
+    epoch 2 is training; a copy of it is kept as `unfinished`); the same command again
+    ("resumed"). plain: the shared finished run, never stopped. sigterm: SIGTERM once training
+    starts (epoch 1). saving: Ctrl-C the moment a temporary checkpoint file appears.
     """
     tmp = tmp_path_factory.mktemp("stopped")
-    plain, sigint, sigterm, saving = (
-        Run(tmp / name) for name in ("plain", "sigint", "sigterm", "saving")
-    )
+    sigint = Run(tmp / "sigint", *FINISHED_FLAGS, log=f"{tmp / 'killed'}.log")
+    sigterm, saving = (Run(tmp / name) for name in ("sigterm", "saving"))
+    results = {}
 
     def saving_checkpoint():
         folder = saving.path("checkpoints")
         return os.path.isdir(folder) and any(n.startswith(".tmp-") for n in os.listdir(folder))
 
+    def killed_then_started_again():
+        """Records the killed run, then starts its command again, to be Ctrl-C'd."""
+        sigint.process.wait()
+        lock_file = f"{sigint.workdir}.lock"
+        results["killed"] = (
+            os.listdir(sigint.path("checkpoints")),
+            open(lock_file).read() if os.path.exists(lock_file) else "",
+            sigint.process.pid,
+            os.path.exists(sigint.path("export")),
+        )
+        sigint.log = f"{tmp / 'sigint'}.log"
+        sigint.start()
+        moments[sigint] = (lambda: "epoch 1/2" in read(sigint.log), signal.SIGINT, None)
+
     moments = {
-        sigint: (lambda: "epoch 1/2" in read(sigint.log), signal.SIGINT),
-        sigterm: (lambda: "pretraining on" in read(sigterm.log), signal.SIGTERM),
-        saving: (saving_checkpoint, signal.SIGINT),
+        sigint: (
+            lambda: os.path.exists(sigint.path("metrics.csv")),
+            signal.SIGKILL,
+            killed_then_started_again,
+        ),
+        sigterm: (lambda: "pretraining on" in read(sigterm.log), signal.SIGTERM, None),
+        saving: (saving_checkpoint, signal.SIGINT, None),
     }
     while moments:
-        for run, (ready, signum) in list(moments.items()):
+        for run, (ready, signum, then) in list(moments.items()):
             if ready():
                 run.process.send_signal(signum)
             elif run.process.poll() is None:
                 continue  # not its moment yet
+            else:
+                then = None  # it ended before its moment; the tests say how
             del moments[run]
+            if then:
+                then()
         time.sleep(0.002)
-    results = {}
+    assert "killed" in results, read(f"{tmp / 'killed'}.log")[-3000:]
     for name, run in [("sigint", sigint), ("sigterm", sigterm), ("saving", saving)]:
         code, output = run.wait()
         ckpts = sorted(os.listdir(run.path("checkpoints")))
@@ -428,14 +450,21 @@ def stopped(tmp_path_factory):
     results["unfinished"] = str(tmp / "unfinished")
     sigint.log = f"{tmp / 'resumed'}.log"
     sigint.start()
-    for name, run in [("plain", plain), ("resumed", sigint)]:
-        code, output = run.wait()
-        ckpts = sorted(os.listdir(run.path("checkpoints")))
-        results[name] = (code, output, run.workdir, epochs_in(run.workdir), ckpts)
-    assert results["plain"][0] == 0, results["plain"][1][-3000:]
+    code, output = sigint.wait()
+    ckpts = sorted(os.listdir(sigint.path("checkpoints")))
+    results["resumed"] = (code, output, sigint.workdir, epochs_in(sigint.workdir), ckpts)
+    plain = finished_digits.workdir
+    results["plain"] = (
+        finished_digits.result.returncode,
+        finished_digits.result.stdout + finished_digits.result.stderr,
+        plain,
+        epochs_in(plain),
+        sorted(os.listdir(os.path.join(plain, "checkpoints"))),
+    )
     return results
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "case, code, line, epochs, checkpoints",
     [
@@ -465,14 +494,27 @@ def test_ctrl_c_and_sigterm_name_the_epoch_and_keep_the_finished_ones(
     assert temporary_files(workdir) == []
 
 
+@pytest.mark.slow
 def test_the_same_command_resumes_an_interrupted_run(stopped):
     code, output, workdir, epochs, checkpoints = stopped["resumed"]
     assert code == 0, output[-3000:]
     assert "after epoch 1" in output and epochs == [0, 1, 2]
     assert checkpoints == ["ckpt-0001.keras", "ckpt-0002.keras"]
     assert os.path.exists(os.path.join(workdir, "export", "carl.keras"))
+    # The schedules continued rather than restarting: lambda where its decay puts each epoch,
+    # and the cosine learning rate still falling.
+    config = RunDirectory(workdir).read_config()
+    rows = [row for row in RunDirectory(workdir).read_metrics() if int(row["epoch"]) > 0]
+    for row in rows:
+        expected = linear_decay(
+            int(row["epoch"]) - 1, config["kl_start"], config["kl_end"], config["kl_decay_epochs"]
+        )
+        assert float(row["kl_weight"]) == pytest.approx(expected)
+    rates = [float(r["learning_rate"]) for r in rows]
+    assert all(a > b for a, b in zip(rates, rates[1:]))
 
 
+@pytest.mark.slow
 def test_ctrl_c_while_checkpointing_leaves_no_temporary_file(stopped):
     """Ctrl-C sent as `.tmp-ckpt-0001.keras` appears; it lands in the save or just after it."""
     code, output, workdir, epochs, checkpoints = stopped["saving"]
@@ -488,6 +530,7 @@ def test_ctrl_c_while_checkpointing_leaves_no_temporary_file(stopped):
     assert all(keras_file_problem(os.path.join(folder, name)) is None for name in checkpoints)
 
 
+@pytest.mark.slow
 def test_a_resume_repeats_epoch_1s_random_draws_so_later_epochs_differ(stopped):
     """What docs/faults.md says of a resume: up to the checkpoint a resumed run is the
     uninterrupted one (the same rows and bit-identical weights); after it the augmentation
@@ -563,6 +606,7 @@ def read_only(stopped, tmp_path_factory):
         return {name: (*run.wait(), run.workdir) for name, run in runs.items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "case, path",
     [("new_inside", "new.lock"), ("new_at", "checkpoints"), ("unfinished", "config.json")],
@@ -575,6 +619,7 @@ def test_train_on_a_read_only_disk_names_the_path_and_the_fix(read_only, case, p
     assert line.endswith(": read-only file system; choose a writable --workdir"), line
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "case, problem",
     [

@@ -1,13 +1,12 @@
-"""train.py end to end on the offline digits: run directory, export, resume after SIGKILL, bad input."""
+"""train.py end to end on the offline digits (the shared run of tests/conftest.py): run
+directory, export, bad input; the runs that train again are in the slow tier. The resume after
+SIGKILL is tests/test_faults.py's `stopped` scenario."""
 
-import csv
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 
 import keras
 import ml_collections
@@ -15,56 +14,34 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
+from support import ENV, FINISHED_ARGS, FINISHED_EPOCHS, REPO, SMOKE, metrics, train
 
+import carl_tf
 from carl_tf import CARL
-from carl_tf.method.schedules import linear_decay
+from carl_tf.configs import digits
+from carl_tf.errors import CarlError
+from carl_tf.run.rundir import RunDirectory
 from carl_tf.training import pretrain as training
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SMOKE = ["--config=configs/digits.py:smoke"]
-
-
-# train.py sets its own TensorFlow log level, as a user's shell would leave it to.
-ENV = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-
-
-def train(*args, timeout=300):
-    """Runs train.py and returns the finished process (stdout and stderr captured)."""
-    return subprocess.run(
-        [sys.executable, os.path.join(REPO, "train.py"), *args],
-        cwd=REPO,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def metrics(workdir):
-    with open(os.path.join(workdir, "metrics.csv")) as f:
-        return list(csv.DictReader(f))
+LAST_TWO_CHECKPOINTS = [f"ckpt-{e:04d}.keras" for e in (FINISHED_EPOCHS - 1, FINISHED_EPOCHS)]
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    workdir = str(tmp_path_factory.mktemp("digits"))
-    result = train(*SMOKE, f"--workdir={workdir}", "--epochs=3")
-    assert result.returncode == 0, result.stderr[-3000:]
-    return workdir, result
+def finished_run(finished_digits, finished_run_copy, tmp_path_factory):
+    """A copy of the shared finished run, and the train.py process that trained it."""
+    workdir = finished_run_copy(tmp_path_factory.mktemp("train") / "digits")
+    return workdir, finished_digits.result
 
 
 def test_run_writes_metrics_checkpoints_and_exports(finished_run):
     workdir, result = finished_run
     rows = metrics(workdir)
-    assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3]
+    assert [int(r["epoch"]) for r in rows] == list(range(FINISHED_EPOCHS + 1))
     assert rows[0]["knn_top1"] and rows[-1]["knn_top1"]  # before and after training
     for row in rows[1:]:
         assert np.isfinite(float(row["loss"])) and float(row["prototypes_in_use"]) >= 1
         assert float(row["learning_rate"]) >= 0
-    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == [
-        "ckpt-0002.keras",
-        "ckpt-0003.keras",
-    ]
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == LAST_TWO_CHECKPOINTS
     assert os.path.exists(os.path.join(workdir, "config.json"))
     assert os.listdir(os.path.join(workdir, "tensorboard"))
     assert os.path.exists(os.path.join(workdir, "export", "carl.keras"))
@@ -90,41 +67,13 @@ def test_saved_model_matches_keras_backbone_without_carl_tf(finished_run):
     )
 
 
+@pytest.mark.slow
 def test_rerun_of_a_finished_run_changes_nothing(finished_run):
     workdir, _ = finished_run
     before = os.stat(os.path.join(workdir, "metrics.csv")).st_mtime_ns
-    result = train(*SMOKE, f"--workdir={workdir}", "--epochs=3")
+    result = train(*FINISHED_ARGS, f"--workdir={workdir}")
     assert result.returncode == 0 and "nothing to do" in result.stdout
     assert os.stat(os.path.join(workdir, "metrics.csv")).st_mtime_ns == before
-
-
-def test_sigkill_then_same_command_resumes(tmp_path):
-    workdir = str(tmp_path / "run")
-    command = [
-        sys.executable, "train.py", *SMOKE, f"--workdir={workdir}", "--epochs=8",
-        "--kl_decay_epochs=6", "--knn_every=0",
-    ]  # fmt: skip
-    process = subprocess.Popen(
-        command, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        if os.path.exists(os.path.join(workdir, "checkpoints", "ckpt-0002.keras")):
-            break
-        time.sleep(0.2)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert not os.path.exists(os.path.join(workdir, "export")), "killed before it finished"
-    result = subprocess.run(command, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    rows = metrics(workdir)
-    assert [int(r["epoch"]) for r in rows] == list(range(1, 9))
-    for row in rows:
-        expected = linear_decay(int(row["epoch"]) - 1, 4.0, 1.5, 6)
-        assert float(row["kl_weight"]) == pytest.approx(expected)
-    # The cosine schedule continued rather than restarting: the rate keeps falling.
-    rates = [float(r["learning_rate"]) for r in rows]
-    assert all(a > b for a, b in zip(rates, rates[1:]))
 
 
 def test_a_worker_resumes_in_step_with_the_chief(finished_run, tmp_path, monkeypatch):
@@ -133,7 +82,8 @@ def test_a_worker_resumes_in_step_with_the_chief(finished_run, tmp_path, monkeyp
     chief_dir, worker_dir = tmp_path / "run", tmp_path / "run.workertemp_worker_1"
     for copy in (chief_dir, worker_dir):
         shutil.copytree(finished_run[0], copy, ignore=shutil.ignore_patterns("export"))
-    os.remove(chief_dir / "checkpoints" / "ckpt-0003.keras")  # the chief died before writing it
+    # The chief died before writing its newest checkpoint.
+    os.remove(chief_dir / "checkpoints" / LAST_TWO_CHECKPOINTS[1])
     with open(chief_dir / "config.json") as f:
         config = ml_collections.ConfigDict(json.load(f))
     monkeypatch.setattr(training, "is_chief", lambda strategy: False)
@@ -144,10 +94,11 @@ def test_a_worker_resumes_in_step_with_the_chief(finished_run, tmp_path, monkeyp
         training.pretrain(config, str(chief_dir))
     finally:
         keras.mixed_precision.set_dtype_policy("float32")
-    assert resumed_at == [2]
+    assert resumed_at == [FINISHED_EPOCHS - 1]
     assert not worker_dir.exists(), "a worker removes its scratch directory when done"
 
 
+@pytest.mark.slow
 def test_folder_with_a_corrupt_file_trains_and_reports_it(tmp_path):
     rng = np.random.default_rng(0)
     for label in ("a", "b"):
@@ -164,29 +115,73 @@ def test_folder_with_a_corrupt_file_trains_and_reports_it(tmp_path):
     assert "1" in result.stderr and "skipped" in result.stderr.lower()
 
 
+# Each bad input: its train.py flags, the same as config fields, and a part of the message.
 BAD_INPUTS = {
-    "unknown dataset": (["--dataset=no_such_dataset", "--holdout=0"], "no_such_dataset"),
-    "missing folder": (["--dataset=folder:/no/such/folder"], "/no/such/folder"),
-    "empty folder": (["--dataset=folder:{tmp}/empty"], "holds no"),
-    "npz without x": (["--dataset=npz:{tmp}/no_x.npz"], "'x'"),
-    "zero epochs": (["--epochs=0"], "epochs"),
-    "zero batch": (["--batch_size=0"], "batch_size"),
-    "one prototype": (["--num_prototypes=1"], "num_prototypes"),
-    "negative kl_start": (["--kl_start=-1"], "kl_start"),
-    "negative kl_end": (["--kl_end=-0.5"], "kl_end"),
-    "batch over dataset": (["--batch_size=5000"], "batch size"),
-    "unknown flag": (["--no_such_flag=1"], "no_such_flag"),
-    "unknown precision": (["--config.precision=float8"], "mixed_bfloat16"),
-    "negative collapse_patience": (["--config.collapse_patience=-1"], "collapse_patience"),
+    "unknown dataset": (
+        ["--dataset=no_such_dataset", "--holdout=0"],
+        {"dataset": "no_such_dataset", "holdout": 0.0},
+        "no_such_dataset",
+    ),
+    "missing folder": (
+        ["--dataset=folder:/no/such/folder"],
+        {"dataset": "folder:/no/such/folder"},
+        "/no/such/folder",
+    ),
+    "empty folder": (
+        ["--dataset=folder:{tmp}/empty"],
+        {"dataset": "folder:{tmp}/empty"},
+        "holds no",
+    ),
+    "npz without x": (["--dataset=npz:{tmp}/no_x.npz"], {"dataset": "npz:{tmp}/no_x.npz"}, "'x'"),
+    "zero epochs": (["--epochs=0"], {"epochs": 0}, "epochs"),
+    "zero batch": (["--batch_size=0"], {"batch_size": 0}, "batch_size"),
+    "one prototype": (["--num_prototypes=1"], {"num_prototypes": 1}, "num_prototypes"),
+    "negative kl_start": (["--kl_start=-1"], {"kl_start": -1.0}, "kl_start"),
+    "negative kl_end": (["--kl_end=-0.5"], {"kl_end": -0.5}, "kl_end"),
+    "batch over dataset": (["--batch_size=5000"], {"batch_size": 5000}, "batch size"),
+    "unknown flag": (["--no_such_flag=1"], None, "no_such_flag"),  # absl's: a process only
+    "unknown precision": (
+        ["--config.precision=float8"],
+        {"precision": "float8"},
+        "mixed_bfloat16",
+    ),
+    "negative collapse_patience": (
+        ["--config.collapse_patience=-1"],
+        {"collapse_patience": -1},
+        "collapse_patience",
+    ),
 }
+# The cases also run as train.py processes: absl's flag error, a config error and a data error,
+# each one `error:` line and exit code 2 (the rest raise the same messages in
+# `test_bad_input_raises_a_one_line_error`).
+PROCESS_CASES = ["unknown flag", "zero epochs", "missing folder"]
+
+
+def _bad_input_files(tmp):
+    os.makedirs(tmp / "empty", exist_ok=True)
+    np.savez(tmp / "no_x.npz", images=np.zeros((4, 8, 8, 3), np.uint8))
+
+
+@pytest.mark.parametrize("case", [c for c, (_, fields, _) in BAD_INPUTS.items() if fields])
+def test_bad_input_raises_a_one_line_error(tmp_path, case):
+    """`carl_tf.pretrain` on each bad config: the message train.py prints, raised where it is
+    made (validate_config or the source loader), and nothing written."""
+    _bad_input_files(tmp_path)
+    _, fields, message = BAD_INPUTS[case]
+    config = digits.get_config("smoke")
+    for field, value in fields.items():
+        config[field] = value.format(tmp=tmp_path) if isinstance(value, str) else value
+    with pytest.raises(CarlError) as raised:
+        carl_tf.pretrain(config, str(tmp_path / "run"))
+    assert message in str(raised.value) and "\n" not in str(raised.value)
+    assert not os.path.exists(tmp_path / "run"), "nothing is written for a refused config"
 
 
 @pytest.fixture(scope="module")
 def bad_input_results(tmp_path_factory):
-    """Runs every bad command at once (they only start up and fail), keyed like BAD_INPUTS."""
+    """Runs the bad commands of PROCESS_CASES at once (they only start up and fail)."""
     tmp = tmp_path_factory.mktemp("bad")
-    os.makedirs(tmp / "empty")
-    np.savez(tmp / "no_x.npz", images=np.zeros((4, 8, 8, 3), np.uint8))
+    _bad_input_files(tmp)
     processes = {
         case: subprocess.Popen(
             [sys.executable, "train.py", *SMOKE, f"--workdir={tmp / case}"]
@@ -197,30 +192,45 @@ def bad_input_results(tmp_path_factory):
             stderr=subprocess.PIPE,
             text=True,
         )
-        for case, (args, _) in BAD_INPUTS.items()
+        for case, (args, _, _) in BAD_INPUTS.items()
+        if case in PROCESS_CASES
     }
     results = {case: (p.communicate(timeout=300), p.returncode) for case, p in processes.items()}
     return tmp, results
 
 
-@pytest.mark.parametrize("case", BAD_INPUTS)
+@pytest.mark.parametrize("case", PROCESS_CASES)
 def test_bad_input_gives_one_line_error(bad_input_results, case):
     tmp, results = bad_input_results
     (_, stderr), returncode = results[case]
     assert returncode == 2
-    assert BAD_INPUTS[case][1] in stderr
+    assert BAD_INPUTS[case][2] in stderr
     assert "Traceback" not in stderr
     errors = [line for line in stderr.splitlines() if "error" in line.lower()]
     assert len(errors) == 1 and errors[0].startswith("error: "), stderr[-2000:]
     assert not os.path.exists(tmp / case), "nothing is written for a refused command"
 
 
+@pytest.mark.slow
 def test_config_change_on_existing_workdir_is_refused(finished_run):
     workdir, _ = finished_run
-    result = train(*SMOKE, f"--workdir={workdir}", "--epochs=3", "--learning_rate=0.2")
+    result = train(*FINISHED_ARGS, f"--workdir={workdir}", "--learning_rate=0.2")
     assert result.returncode == 2 and "--overwrite" in result.stderr
-    assert "learning_rate 0.1 -> 0.2" in result.stderr
-    assert [int(r["epoch"]) for r in metrics(workdir)] == [0, 1, 2, 3]  # untouched
+    assert "learning_rate 0.4 -> 0.2" in result.stderr
+    assert [int(r["epoch"]) for r in metrics(workdir)] == list(range(FINISHED_EPOCHS + 1))
+
+
+def test_config_change_on_existing_workdir_is_refused_by_the_run_directory(finished_run):
+    """The message train.py prints for a changed setting, raised by `RunDirectory.check_config`."""
+    workdir, _ = finished_run
+    with open(os.path.join(workdir, "config.json")) as f:
+        record = json.load(f)
+    record.pop("resolved_precision", None)
+    with pytest.raises(CarlError) as raised:
+        RunDirectory(workdir).check_config({**record, "learning_rate": 0.2}, None)
+    assert "--overwrite" in str(raised.value) and "learning_rate 0.4 -> 0.2" in str(raised.value)
+    assert "\n" not in str(raised.value)
+    assert [int(r["epoch"]) for r in metrics(workdir)] == list(range(FINISHED_EPOCHS + 1))
 
 
 def test_nan_loss_stops_with_a_message_and_no_checkpoint(tmp_path):
@@ -231,6 +241,7 @@ def test_nan_loss_stops_with_a_message_and_no_checkpoint(tmp_path):
     assert not os.path.exists(tmp_path / "export")
 
 
+@pytest.mark.slow
 def test_collapse_stops_the_run_with_a_message_and_no_export(tmp_path):
     # Without the KL term the consistency loss alone collapses onto one prototype (section 2.3).
     result = train(*SMOKE, f"--workdir={tmp_path}", "--kl_start=0", "--kl_end=0", "--epochs=6")
@@ -243,6 +254,7 @@ def test_collapse_stops_the_run_with_a_message_and_no_export(tmp_path):
     assert not os.path.exists(tmp_path / "export")
 
 
+@pytest.mark.slow
 def test_dataset_flag_picks_a_preset_and_keeps_its_data(tmp_path):
     """--dataset=PRESET trains on the preset's own source (cifar10_cpu names an image folder)."""
     result = train("--dataset=cifar10_cpu", f"--workdir={tmp_path / 'run'}", "--batch_size=999999")
@@ -250,6 +262,7 @@ def test_dataset_flag_picks_a_preset_and_keeps_its_data(tmp_path):
     assert not os.path.exists(tmp_path / "run"), "a data error writes nothing"
 
 
+@pytest.mark.slow
 def test_overwrite_restarts_a_finished_run(tmp_path):
     args = [*SMOKE, f"--workdir={tmp_path}", "--epochs=1", "--knn_every=0"]
     assert train(*args).returncode == 0
