@@ -14,7 +14,7 @@ from carl_tf.method import augment
 from tests import augment_jax_job as job
 from tests.jax_support import requires_jax, run_under_jax
 
-pytestmark = requires_jax
+pytestmark = [requires_jax, pytest.mark.slow]  # JAX processes: the slow tier
 
 # Float32 tolerance on [0, 255] values (the largest gap seen is 2e-4): units in the last place
 # of 255, in sums of products that XLA orders differently on each backend (blends, blur, hue).

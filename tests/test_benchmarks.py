@@ -5,7 +5,10 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytestmark = pytest.mark.slow  # benchmark processes: the slow tier
 TINY = ["--backbone_width=4", "--batch_size=16", "--image_size=16"]
 
 

@@ -130,6 +130,7 @@ def test_a_streamed_run_holds_no_images_while_a_held_one_holds_them_all(tmp_path
     assert streamed < decoded / 2, (streamed, held)
 
 
+@pytest.mark.slow
 def test_the_bounded_memory_benchmark_reports_its_figures(tmp_path):
     result = subprocess.run(
         [

@@ -7,11 +7,13 @@ import os
 
 import loopback_cluster as cluster
 import numpy as np
+import pytest
 from PIL import Image
 
 TRAIN = os.path.join(cluster.REPO, "train.py")
 
 
+@pytest.mark.slow
 def test_two_workers_train_a_streamed_folder_of_photos_with_the_monitor(tmp_path):
     rng = np.random.default_rng(0)
     for label in range(2):

@@ -56,6 +56,7 @@ def test_kl_decay_follows_epochs_unless_set(name):
     assert (config.kl_decay_epochs, config.epochs) == (7, 3)
 
 
+@pytest.mark.slow
 def test_imagenet_smoke_trains_resnet50_on_a_folder_of_larger_photos(tmp_path):
     """The ImageNet preset's smoke variant, end to end on generated 120x100 photos."""
     import subprocess

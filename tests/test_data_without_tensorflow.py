@@ -19,7 +19,7 @@ from PIL import Image
 from carl_tf import data
 from carl_tf.evaluation.monitor import KNNMonitor
 
-pytestmark = requires_jax
+pytestmark = [requires_jax, pytest.mark.slow]  # JAX processes: the slow tier
 
 # Pillow decodes JPEGs with libjpeg's accurate integer DCT, TensorFlow with its fast one: on
 # these images and on 2,000 CIFAR-10 JPEGs they differ by at most 5 levels, 1 on average.

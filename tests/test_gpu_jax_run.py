@@ -10,6 +10,7 @@ import math
 import tarfile
 
 import numpy as np
+import pytest
 from jax_support import REPO, requires_jax, run_under_jax
 from PIL import Image
 
@@ -30,6 +31,7 @@ def write_tarball(path, root):
         archive.add(root / "train", arcname="train")
 
 
+@pytest.mark.slow
 @requires_jax
 def test_smoke_run_writes_curve_and_summary(tmp_path):
     tarball = tmp_path / "images.tar.gz"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from jax_support import requires_jax, run_under_jax
 
-pytestmark = requires_jax
+pytestmark = [requires_jax, pytest.mark.slow]  # JAX processes: the slow tier
 
 
 IMAGES = np.random.default_rng(1).integers(0, 256, (16, 24, 24, 3), dtype=np.uint8)

@@ -23,7 +23,7 @@ from tensorboard.backend.event_processing import event_accumulator
 
 import carl_tf  # noqa: F401  (registers carl_tf's classes for load_model)
 
-pytestmark = requires_jax
+pytestmark = [requires_jax, pytest.mark.slow]  # JAX processes: the slow tier
 
 # The digits smoke preset on 320 of its images (5 steps per epoch), 2 epochs, kNN every epoch.
 FLAGS = ["--config=configs/digits.py:smoke", "--config.train_subset=320", "--epochs=2"]

@@ -13,6 +13,7 @@ import pytest
 JOB = os.path.join(cluster.REPO, "tests", "multi_worker_job.py")
 
 
+@pytest.mark.slow
 def test_two_workers_recover_from_a_crash_and_match_one_process(tmp_path):
     initial = tmp_path / "initial.weights.h5"
     keras.utils.set_random_seed(0)

@@ -186,6 +186,7 @@ for name in ("multi_worker", "tpu"):
 """
 
 
+@pytest.mark.slow
 @requires_jax
 @pytest.mark.parametrize("devices", [1, 2])
 def test_jax_strategies_without_tensorflow(devices):

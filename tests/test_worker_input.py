@@ -35,6 +35,7 @@ def _write_noise_pngs(root, count: int, size: int) -> None:
         (directory / "image.png").write_bytes(tf.io.encode_png(image).numpy())
 
 
+@pytest.mark.slow
 def test_two_workers_read_disjoint_halves_and_train_like_one_process(tmp_path):
     folder = tmp_path / "images"
     _write_noise_pngs(folder, job.NUM_IMAGES, job.IMAGE_SIZE)

@@ -14,7 +14,6 @@ import dataclasses
 import logging
 import os
 import shutil
-import sys
 from collections.abc import Iterator
 
 import keras
@@ -39,7 +38,7 @@ from carl_tf.run.callbacks import (
 from carl_tf.run.config import validate_config
 from carl_tf.run.export import export_run
 from carl_tf.run.precision import set_precision
-from carl_tf.run.progress import EpochLog, RunTensorBoard
+from carl_tf.run.progress import RESULT, EpochLog, RunTensorBoard, talking
 from carl_tf.run.rundir import RunDirectory
 from carl_tf.run.strategy import is_chief, make_strategy, worker_workdir
 from carl_tf.training import views, worker_input
@@ -77,7 +76,12 @@ class PretrainResult:
 
 
 def pretrain(
-    config, workdir: str, *, overwrite: bool = False, extend: str | None = None
+    config,
+    workdir: str,
+    *,
+    overwrite: bool = False,
+    extend: str | None = None,
+    verbose: str | int = "auto",
 ) -> PretrainResult:
     """Runs, resumes, extends or (with `overwrite`) restarts one pretraining run.
 
@@ -88,6 +92,10 @@ def pretrain(
         extend: For a `config` with more epochs than the run in `workdir` (finished or not):
             `rescale` or `restart`, what the learning-rate and lambda schedules do over the
             added epochs (see `carl_tf.run.rundir.EXTEND_MODES`); recorded in config.json.
+        verbose: As `model.fit`'s: "auto" (1 on a terminal, else 2), 0 (warnings only), 1
+            (Keras's progress bar and a line per epoch) or 2 (a line per epoch). Unless the
+            program configured `logging` itself, the lines go to stdout: the data, the untrained
+            kNN, one line per epoch and where the export went.
 
     Returns:
         What the run left behind; also for a run that was already finished.
@@ -100,6 +108,40 @@ def pretrain(
         Interrupted: Ctrl-C (or a SIGTERM raised as a KeyboardInterrupt) during the epochs,
             naming the epoch in progress; the checkpoints of the epochs before it are kept.
     """
+    with talking(verbose) as progress_bar:
+        result = _pretrain(config, workdir, overwrite, extend, progress_bar)
+        log_result(result)
+    return result
+
+
+def log_result(result: PretrainResult) -> None:
+    """The closing lines of a run: nothing to do, or the kNN gain and where the export went."""
+    if not result.trained:
+        logger.info(
+            "%s holds a finished run; nothing to do (overwrite=True trains afresh)",
+            result.workdir,
+            extra=RESULT,
+        )
+        return
+    if result.knn_untrained is not None and result.knn_final is not None:
+        logger.info(
+            "kNN top-1: untrained %.2f%% -> trained %.2f%%",
+            result.knn_untrained,
+            result.knn_final,
+            extra=RESULT,
+        )
+    backbone = f"the backbone to {result.backbone_export} and " if result.backbone_export else ""
+    logger.info(
+        "exported %sthe model to %s; metrics in %s",
+        backbone,
+        result.model_export,
+        result.metrics,
+        extra=RESULT,
+    )
+
+
+def _pretrain(config, workdir, overwrite, extend, progress_bar: bool) -> PretrainResult:
+    """`pretrain`'s run, showing Keras's progress bar when `progress_bar`."""
     validate_config(config)
     policy, strategy = setup_runtime(config)
     chief_dir = RunDirectory(workdir)
@@ -112,7 +154,6 @@ def pretrain(
         # The chief's export is the one finish line: a worker's own scratch directory is gone
         # after a finished run, and a worker that trained alone would wait for the chief forever.
         if chief_dir.is_finished(config.epochs):
-            logger.info("%s holds a finished run; nothing to do", chief_dir.path)
             return _result(chief_dir, trained=False)
     if extensions:
         _log_extension(extensions[-1])
@@ -136,7 +177,9 @@ def pretrain(
         epochs_done = resume(model, chief_dir, run_dir)
         recorder = RunRecorder(run_dir, epochs_done)
         with naming_the_epoch(recorder):
-            callbacks, guards = make_callbacks(config, model, run_dir, knn_sets, recorder)
+            callbacks, guards = make_callbacks(
+                config, model, run_dir, knn_sets, recorder, progress_bar=progress_bar
+            )
             logger.info(
                 "pretraining on %d images of %s, %d steps per epoch, workdir %s",
                 source.num_examples,
@@ -150,7 +193,7 @@ def pretrain(
                 initial_epoch=epochs_done,
                 steps_per_epoch=steps_per_epoch,
                 callbacks=callbacks,
-                verbose=1 if on_terminal() else 0,  # the bar on terminals; EpochLog the rest
+                verbose=1 if progress_bar else 0,  # EpochLog prints the epoch lines
                 shuffle=False,  # make_dataset reshuffles every epoch
             )
         raise_on_failure(config, policy, *guards)
@@ -370,7 +413,14 @@ def naming_the_epoch(recorder: RunRecorder) -> Iterator[None]:
         raise Interrupted(recorder.epoch_in_progress) from error
 
 
-def make_callbacks(config, model: CARL, run_dir: RunDirectory, knn_sets, recorder: RunRecorder):
+def make_callbacks(
+    config,
+    model: CARL,
+    run_dir: RunDirectory,
+    knn_sets,
+    recorder: RunRecorder,
+    progress_bar: bool = False,
+):
     """The run's callbacks, and its (NaN, collapse) guards to check after `fit`.
 
     Measures and records the untrained backbone's kNN (epoch 0) on a fresh run (one that
@@ -411,15 +461,10 @@ def make_callbacks(config, model: CARL, run_dir: RunDirectory, knn_sets, recorde
         advice=advice,
     )
     callbacks += [collapse_guard, nan_guard, recorder, board]
-    if on_terminal():  # Keras's bar, finished before the epoch line below is printed
+    if progress_bar:  # Keras's bar, finished before the epoch line below is printed
         callbacks.append(keras.callbacks.ProgbarLogger())
     callbacks.append(EpochLog(config.epochs))
     return callbacks, (nan_guard, collapse_guard)
-
-
-def on_terminal() -> bool:
-    """Whether the run shows Keras's progress bar (a terminal) or only one line per epoch (logs)."""
-    return sys.stdout.isatty()
 
 
 def raise_on_failure(config, policy: str, nan_guard: StopOnNaN, collapse_guard: CollapseGuard):
