@@ -34,6 +34,8 @@ def setup_logging() -> None:
     """carl_tf's messages as short lines on stderr; TensorFlow's INFO lines kept out."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
+    # A job's closing lines (carl_tf.run.progress.RESULT): the program prints its own on stdout.
+    handler.addFilter(lambda record: not getattr(record, "carl_tf_result", False))
     package = logging.getLogger("carl_tf")
     package.handlers[:] = [handler]
     package.setLevel(logging.INFO)
@@ -96,6 +98,9 @@ def _stopped(error: KeyboardInterrupt) -> int:
     what = "terminated" if terminated else "interrupted"
     if epoch is not None:
         what += f" during epoch {epoch}"
+    if sys.stderr.isatty():  # after the terminal's "^C" or mid-way through a progress bar
+        sys.stdout.flush()
+        print(file=sys.stderr)
     return _fail(interrupted_message(what), EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
 
 

@@ -94,8 +94,11 @@ OVERRIDES = {
         "precision",
         None,
         list(PRECISIONS),
-        "Keras dtype policy; auto = mixed_bfloat16 on TPUs and on CPUs with native bfloat16, "
-        "else float32. The loss and the softmax stay float32.",
+        "Keras dtype policy. auto: mixed_bfloat16 on TPUs, on NVIDIA GPUs of compute "
+        "capability 8.0 and up (the lowest of the visible GPUs counts) and on CPU-only machines "
+        "whose CPU computes bfloat16 natively (AVX512_BF16 or AMX); mixed_float16 on GPUs of "
+        "compute capability 7.x; float32 on older GPUs and other CPUs. The loss and the "
+        "softmax stay float32.",
     ),
     "jit_compile": flags.DEFINE_bool("jit_compile", None, "Compile the train step with XLA."),
 }

@@ -18,11 +18,15 @@ machine with only JAX and Keras; TFDS datasets, streamed folders and the tf.data
 it, and say so in a one-line `UsageError` where it is missing.
 """
 
+import contextlib
 import dataclasses
 import logging
 import os
+import re
+import sys
+import tempfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -715,13 +719,15 @@ class _Folder:
                 f"the images in {self.spec} differ in size (the first is {self.size[0]}x"
                 f"{self.size[1]}); pass --image_size to resize them to one size"
             )
-        skipped = len(paths) - len(images)
+        skipped = sorted(set(range(len(paths))) - set(kept.tolist()))
         if skipped:
             logger.warning(
-                "%s: skipped %d of %d image files that could not be decoded.",
+                "%s: skipped %d of %d image files that could not be decoded (truncated, damaged "
+                "or not an image): %s",
                 self.description,
-                skipped,
+                len(skipped),
                 len(paths),
+                _some_names([paths[i] for i in skipped]),
             )
         if not len(images):
             raise DataError(
@@ -743,6 +749,42 @@ class _Folder:
             records=_file_records(paths, labels) if with_tensorflow else None,
             select=lambda keep: self._held(images[keep], labels[keep], [paths[i] for i in keep]),
         )
+
+
+def _some_names(paths: list[str], most: int = 5) -> str:
+    """`a.jpg, b.jpg and 3 more`: the first `most` paths, then how many are left."""
+    named = ", ".join(paths[:most])
+    return f"{named} and {len(paths) - most} more" if len(paths) > most else named
+
+
+# What the image libraries print on their own for a damaged file (libjpeg's "Improper call to
+# JPEG library in state 201", "Premature end of JPEG file", libpng's warnings): the log names
+# the file instead.
+_DECODER_NOISE = re.compile(r"JPEG|libpng|PNG|GIF")
+
+
+@contextlib.contextmanager
+def _decoder_messages_replaced() -> Iterator[None]:
+    """Holds back the image libraries' own stderr lines while files decode.
+
+    fd 2 goes to a temporary file; afterwards every captured line is written back except the
+    decoders' messages about damaged files, which the caller's warning replaces by naming the
+    files.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            lines = captured.read().decode(errors="replace").splitlines(keepends=True)
+            kept = "".join(line for line in lines if not _DECODER_NOISE.search(line))
+            if kept:
+                os.write(2, kept.encode())
 
 
 def _decode_all(
@@ -778,12 +820,13 @@ def _decode_all(
     kept_labels = np.empty(len(paths), np.int32)
     kept = np.empty(len(paths), np.int64)
     count, any_resized = 0, False
-    for image_batch, resized, label_batch, index_batch in decoded.as_numpy_iterator():
-        images[count : count + len(image_batch)] = image_batch
-        kept_labels[count : count + len(image_batch)] = label_batch
-        kept[count : count + len(image_batch)] = index_batch
-        count += len(image_batch)
-        any_resized |= bool(resized.any())
+    with _decoder_messages_replaced():
+        for image_batch, resized, label_batch, index_batch in decoded.as_numpy_iterator():
+            images[count : count + len(image_batch)] = image_batch
+            kept_labels[count : count + len(image_batch)] = label_batch
+            kept[count : count + len(image_batch)] = index_batch
+            count += len(image_batch)
+            any_resized |= bool(resized.any())
     return images[:count], kept_labels[:count], kept[:count], any_resized
 
 

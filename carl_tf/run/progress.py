@@ -10,13 +10,23 @@ TensorBoard's files are written with `tf.summary`, under either backend; where T
 installed (a JAX-only machine) `RunTensorBoard` says so in one logged line and writes nothing.
 """
 
+import contextlib
 import logging
+import sys
 import time
+from collections.abc import Iterator
 
 import keras
 import numpy as np
 
+from carl_tf.errors import UsageError
+
 logger = logging.getLogger(__name__)
+
+# `extra=` of the closing lines of a job (where the export went, nothing to do): a command-line
+# program prints its own versions of them on stdout and drops these (carl_tf.cli.common).
+RESULT = {"carl_tf_result": True}
+VERBOSITIES = ("auto", 0, 1, 2)
 
 # Step scalars: the loss terms and the learning rate.
 STEP_FIGURES = ("loss", "consistency", "kl")
@@ -27,7 +37,9 @@ class EpochLog(keras.callbacks.Callback):
 
     Put it after every callback that adds figures to the epoch's logs (the kNN monitor). The
     estimate extrapolates the epochs this process trained, so a resumed run does not count the
-    time of the epochs before it.
+    time of the epochs before it, and it leaves out the first step, which traces (and with XLA
+    compiles) the train step: after epoch 1 the rest of that epoch's steps give the pace, after
+    that the epochs since the first.
 
     Args:
         epochs: The run's last epoch.
@@ -38,22 +50,88 @@ class EpochLog(keras.callbacks.Callback):
         self.epochs = int(epochs)
         self._started = None
         self._first_epoch = 0
+        self._first_step_end = None  # after the first step of this process: tracing done
+        self._first_epoch_end = None
 
     def on_train_begin(self, logs=None):
         self._started = time.time()
         self._first_epoch = None
+        self._first_step_end = self._first_epoch_end = None
 
     def on_epoch_begin(self, epoch, logs=None):
         if self._first_epoch is None:
             self._first_epoch = epoch
 
-    def on_epoch_end(self, epoch, logs=None):
-        logger.info(epoch_line(epoch + 1, self.epochs, logs or {}, *self._times(epoch + 1)))
+    def on_train_batch_end(self, batch, logs=None):
+        if self._first_step_end is None:
+            self._first_step_end = time.time()
 
-    def _times(self, done: int) -> tuple[float, float]:
-        elapsed = time.time() - self._started
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.time()
+        if self._first_epoch_end is None:
+            self._first_epoch_end = now
+        logger.info(epoch_line(epoch + 1, self.epochs, logs or {}, *self._times(epoch + 1, now)))
+
+    def _times(self, done: int, now: float) -> tuple[float, float]:
+        """The elapsed seconds and the estimate of the seconds left after `done` epochs."""
+        elapsed = now - self._started
         trained = done - self._first_epoch
-        return elapsed, elapsed / trained * (self.epochs - done)
+        if trained > 1:  # the epochs after the first, which held the tracing
+            per_epoch = (now - self._first_epoch_end) / (trained - 1)
+        else:
+            steps = (self.params or {}).get("steps") or 0
+            if steps > 1 and self._first_step_end is not None:
+                per_epoch = (now - self._first_step_end) * steps / (steps - 1)
+            else:
+                per_epoch = elapsed
+        return elapsed, per_epoch * (self.epochs - done)
+
+
+@contextlib.contextmanager
+def talking(verbose: str | int = "auto") -> Iterator[bool]:
+    """Makes carl_tf's log lines visible during a job, as `model.fit` prints its own.
+
+    carl_tf's INFO lines go to stdout while the job runs, unless the program routes them itself:
+    a handler on the `carl_tf` logger (as the command-line programs add), or handlers on the
+    root logger with INFO lines of `carl_tf` enabled (`logging.basicConfig(level="INFO")`).
+    `verbose=0` keeps only warnings.
+
+    Args:
+        verbose: As `model.fit`'s: "auto" (1 on a terminal, else 2), 0 (quiet), 1 (Keras's
+            progress bar and one line per epoch) or 2 (one line per epoch).
+
+    Yields:
+        Whether to show Keras's progress bar.
+
+    Raises:
+        UsageError: For another `verbose`.
+    """
+    if verbose not in VERBOSITIES or isinstance(verbose, bool):
+        raise UsageError(f"verbose must be 'auto', 0, 1 or 2, got {verbose!r}")
+    if verbose == "auto":
+        verbose = 1 if sys.stdout.isatty() else 2
+    package = logging.getLogger("carl_tf")
+    saved = package.level, package.propagate
+    handler = None
+    if not verbose:
+        package.setLevel(logging.WARNING)
+    elif not package.handlers and not (
+        logging.getLogger().handlers and package.isEnabledFor(logging.INFO)
+    ):
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        package.addHandler(handler)
+        package.propagate = False
+        if package.getEffectiveLevel() > logging.INFO:
+            package.setLevel(logging.INFO)
+    try:
+        yield verbose == 1
+    finally:
+        if handler is not None:
+            handler.flush()
+            package.removeHandler(handler)
+        package.setLevel(saved[0])
+        package.propagate = saved[1]
 
 
 def epoch_line(epoch: int, epochs: int, logs: dict, elapsed: float, remaining: float) -> str:

@@ -302,8 +302,14 @@ class RunDirectory:
         text = io.StringIO()
         writer = csv.DictWriter(text, fieldnames=METRICS_COLUMNS, extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows([{k: _figure(v) for k, v in row.items()} for row in rows])
         write_atomically(self.metrics_path, text.getvalue())
+
+
+def _figure(value):
+    """A float at 7 significant digits, float32's precision, which every figure here has at
+    most: 27.5, not the 27.500000000000004 of its float arithmetic. Other values as they are."""
+    return f"{value:.7g}" if isinstance(value, float) else value
 
 
 # Fields a run may change when it resumes: what the machine has, not what the run does.
