@@ -2,23 +2,9 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def start(script, *args):
-    return subprocess.Popen(
-        [sys.executable, os.path.join(REPO, script), *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-    )
-
+from support import REPO, start
 
 CASES = {
     "train_help": ("train.py", "--help"),

@@ -4,28 +4,22 @@ import csv
 import json
 import math
 import os
-import shutil
-import subprocess
-import sys
 
 import pytest
+import support
+from support import FINISHED_EPOCHS, FINISHED_LEARNING_RATE, SMOKE
 
 from carl_tf.method.schedules import linear_decay
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHORT = ["--config=digits:smoke", "--knn_every=0", "--epochs=3"]
-LONGER = ["--config=digits:smoke", "--knn_every=0", "--epochs=5"]
-STEPS, PEAK = 22, 0.1 * 64 / 256  # digits smoke: 1,438 images at batch 64; lr 0.1 at 256
+# Training processes: the slow tier.
+pytestmark = pytest.mark.slow
+SHORT, LONG = FINISHED_EPOCHS, FINISHED_EPOCHS + 2  # the shared run, then two epochs more
+LONGER = [*SMOKE, f"--learning_rate={FINISHED_LEARNING_RATE}", f"--epochs={LONG}"]
+PEAK = FINISHED_LEARNING_RATE * 64 / 256  # digits smoke: batch 64; the rate is given at 256
 
 
 def start(*args):
-    return subprocess.Popen(
-        [sys.executable, os.path.join(REPO, "train.py"), *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-    )
+    return support.start("train.py", *args)
 
 
 def rows(workdir):
@@ -34,13 +28,12 @@ def rows(workdir):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """A finished 3-epoch run, then: refused at 5 epochs, extended both ways side by side."""
+def runs(finished_run_copy, tmp_path_factory):
+    """The shared finished run (SHORT epochs), then: refused at LONG epochs, extended both
+    ways side by side."""
     base = tmp_path_factory.mktemp("extend")
-    first = start(*SHORT, f"--workdir={base / 'short'}")
-    assert first.wait() == 0, first.communicate()[1][-2000:]
     for name in ("refused", "rescale", "restart"):
-        shutil.copytree(base / "short", base / name)
+        finished_run_copy(base / name)
     before = (base / "refused" / "config.json").read_text()
     processes = {
         "refused": start(*LONGER, f"--workdir={base / 'refused'}"),
@@ -59,7 +52,7 @@ def test_more_epochs_without_a_choice_is_refused_and_changes_nothing(runs):
     (line,) = [line for line in err.splitlines() if line.startswith("error:")]
     assert code == 2 and "--extend=rescale" in line and "--extend=restart" in line
     assert (base / "refused" / "config.json").read_text() == before
-    assert [r["epoch"] for r in rows(base / "refused")] == ["1", "2", "3"]
+    assert [int(r["epoch"]) for r in rows(base / "refused")] == list(range(SHORT + 1))
 
 
 @pytest.mark.parametrize("mode", ["rescale", "restart"])
@@ -67,30 +60,32 @@ def test_an_extended_run_trains_the_added_epochs_and_records_how(runs, mode):
     base, done, _ = runs
     code, out, err = done[mode]
     assert code == 0, err[-2000:]
-    assert "extending the 3-epoch run to 5 epochs" in err and f"--extend={mode}" in err
+    assert f"extending the {SHORT}-epoch run to {LONG} epochs" in err and f"--extend={mode}" in err
     history = rows(base / mode)
-    assert [int(r["epoch"]) for r in history] == [1, 2, 3, 4, 5]
+    assert [int(r["epoch"]) for r in history] == list(range(LONG + 1))  # kNN at epoch 0
     with open(base / mode / "config.json") as f:
         record = json.load(f)
-    assert record["epochs"] == 5
+    assert record["epochs"] == LONG
     assert record["resolved_precision"] in ("float32", "mixed_bfloat16")
-    assert record["extensions"] == [{"from_epochs": 3, "to_epochs": 5, "schedules": mode}]
+    assert record["extensions"] == [{"from_epochs": SHORT, "to_epochs": LONG, "schedules": mode}]
     assert os.path.isfile(base / mode / "export" / "carl.keras")
     assert not os.path.exists(base / mode / "export.previous")
-    rate_after_epoch_4 = float(history[3]["learning_rate"])
+    (row,) = [r for r in history if int(r["epoch"]) == LONG - 1]
+    rate_before_the_last_epoch = float(row["learning_rate"])
     if mode == "rescale":
-        # The 5-epoch cosine at the end of epoch 4; lambda decays over 5 * 2 // 3 = 3 epochs.
-        expected = PEAK * 0.5 * (1 + math.cos(math.pi * 4 / 5))
-        decay = 3
+        # The LONG-epoch cosine at the end of epoch LONG - 1; lambda decays over LONG * 2 // 3.
+        expected = PEAK * 0.5 * (1 + math.cos(math.pi * (LONG - 1) / LONG))
+        decay = LONG * 2 // 3
     else:
-        # A new 2-epoch cycle from the peak, half-way at the end of epoch 4; lambda as it was.
+        # A new 2-epoch cycle from the peak, half-way at the end of epoch LONG - 1; lambda as
+        # it was (SHORT * 2 // 3).
         expected = PEAK * 0.5 * (1 + math.cos(math.pi * 1 / 2))
-        decay = 2
-    assert rate_after_epoch_4 == pytest.approx(expected, rel=1e-4)
+        decay = SHORT * 2 // 3
+    assert rate_before_the_last_epoch == pytest.approx(expected, rel=1e-4)
     assert record["kl_decay_epochs"] == decay
     for row in history:
         epoch = int(row["epoch"])
-        if epoch > 3:
+        if epoch > SHORT:
             assert float(row["kl_weight"]) == pytest.approx(linear_decay(epoch - 1, 4, 1.5, decay))
 
 

@@ -5,9 +5,6 @@ import re
 
 import numpy as np
 
-import carl_tf
-from carl_tf.configs import digits
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -69,15 +66,10 @@ def test_keras_applications_example_runs_as_written():
     assert namespace["backbone"].output_shape == (None, 1280)
 
 
-def test_exported_backbone_example_runs_as_written(tmp_path, monkeypatch):
-    """The SavedModel block, on the run `python train.py` writes (here its smoke variant)."""
+def test_exported_backbone_example_runs_as_written(tmp_path, monkeypatch, finished_run_copy):
+    """The SavedModel block, on the run `python train.py` writes (here the shared smoke run)."""
     monkeypatch.chdir(tmp_path)
-    try:
-        carl_tf.pretrain(digits.get_config("smoke"), "runs/digits")
-    finally:
-        import keras
-
-        keras.mixed_precision.set_dtype_policy("float32")
+    finished_run_copy(tmp_path / "runs" / "digits")
     section = _readme().split("## Exported backbone", 1)[1]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     namespace = {}
