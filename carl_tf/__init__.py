@@ -2,8 +2,8 @@
 
 Importing the package registers every Keras class its saved models contain, so
 `keras.saving.load_model` reads any `.keras` file carl_tf writes after `import carl_tf` alone.
-The jobs (`pretrain`, `evaluate`, `load_model`) and `KNNMonitor` load on first
-use, so the import stays light: no TFDS, scikit-learn or flags.
+The jobs (`pretrain`, `evaluate`, `load_model`, `export_backbone`, `embed_images`) and
+`KNNMonitor` load on first use, so the import stays light: no TFDS, scikit-learn or flags.
 
 In carl_tf's own command-line programs every public name loads on first use, so the programs
 check their flags and config before TensorFlow and Keras load (seconds), and a mistake is
@@ -31,6 +31,9 @@ _LAZY = {
     "EvaluationResult": "carl_tf.evaluation.evaluate",
     "load_model": "carl_tf.evaluation.loading",
     "KNNMonitor": "carl_tf.evaluation.monitor",
+    "export_backbone": "carl_tf.run.export",
+    "embed_images": "carl_tf.evaluation.embed",
+    "EmbedResult": "carl_tf.evaluation.embed",
 }
 # The names of `_LAZY` that are modules.
 _MODULES = {"backbones", "losses", "schedules"}
@@ -63,6 +66,7 @@ def __dir__():
 
 __all__ = [
     "CARL",
+    "EmbedResult",
     "EvaluationResult",
     "FusedBatchNormalization",
     "KLWeightSchedule",
@@ -72,8 +76,10 @@ __all__ = [
     "SimCLRAugment",
     "__version__",
     "backbones",
+    "embed_images",
     "errors",
     "evaluate",
+    "export_backbone",
     "load_model",
     "losses",
     "pretrain",

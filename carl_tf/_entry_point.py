@@ -3,10 +3,10 @@
 TensorFlow 2.21 prints C++ notices (oneDNN, CUDA stubs, CPU features) to file descriptor 2 while
 it loads, whatever TF_CPP_MIN_LOG_LEVEL says, and prints the oneDNN and CUDA ones twice (two of
 its libraries each initialise logging). carl_tf's command-line programs (`carl-train`,
-`carl-evaluate`, `carl-embed`, and the checkout's `train.py` / `evaluate.py`) check their flags
-before TensorFlow loads, then load it with those notices sent to /dev/null (`carl_tf.cli.common.load_keras`). Any
-other program that imports carl_tf gets TensorFlow's notices on its stderr, each once
-(`import_tensorflow_once`).
+`carl-evaluate`, `carl-embed`, and the checkout's `train.py`, `evaluate.py`, `embed.py`) check
+their flags before TensorFlow loads, then load it with those notices sent to /dev/null
+(`carl_tf.cli.common.load_keras`). Any other program that imports carl_tf gets TensorFlow's
+notices on its stderr, each once (`import_tensorflow_once`).
 """
 
 import importlib.util
@@ -15,7 +15,7 @@ import os
 import sys
 
 _CONSOLE_SCRIPTS = ("carl-train", "carl-evaluate", "carl-embed")
-_CHECKOUT_SCRIPTS = ("train.py", "evaluate.py")
+_CHECKOUT_SCRIPTS = ("train.py", "evaluate.py", "embed.py")
 
 
 def is_entry_point() -> bool:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import keras
 
-from carl_tf.errors import RunDirectoryError
+from carl_tf.errors import RunDirectoryError, UsageError
 from carl_tf.method.model import CARL
 
 if TYPE_CHECKING:  # TensorFlow is imported where a SavedModel is written, if installed
@@ -28,18 +28,44 @@ logger = logging.getLogger(__name__)
 
 
 def export_backbone(model: CARL, path: str) -> None:
-    """Writes the backbone (and the assignment head as a second signature) as a SavedModel.
+    """Writes a CARL model's backbone, and its assigner as a second signature, as a SavedModel.
 
-    Both signatures refuse images of another shape and answer an empty batch, see `_endpoint`.
-    Under the JAX backend the two computations are converted by `keras.export.ExportArchive`
-    (jax2tf) first and the checks wrapped around them in TensorFlow (`_jax_saved_model`).
+    The same export as a train.py run's `export/backbone/`, for a model trained with your own
+    `fit`: plain TensorFlow serves it without carl_tf. `serving_default` maps float32 images
+    `images` (N, H, W, 3) in [0, 255] to `{"features": (N, D)}`, `assign` to
+    `{"probabilities": (N, K)}`. Both refuse images of another shape and answer an empty batch,
+    see `_endpoint`. Under the JAX backend the two computations are converted by
+    `keras.export.ExportArchive` (jax2tf) first and the checks wrapped around them in
+    TensorFlow (`_jax_saved_model`).
+
+    Args:
+        model: A `carl_tf.CARL` whose backbone takes images of a fixed size.
+        path: The SavedModel directory to write.
 
     Raises:
-        ModuleNotFoundError: If TensorFlow is not installed.
+        UsageError: For a model that is not a `carl_tf.CARL`, a backbone without a fixed input
+            size, or a machine without TensorFlow (a SavedModel is TensorFlow's format).
+
+    Example:
+        carl_tf.export_backbone(model, "exported")
+        served = tf.saved_model.load("exported")
+        features = served.signatures["serving_default"](images=batch)["features"]
     """
+    if not isinstance(model, CARL):
+        raise UsageError(
+            f"export_backbone takes a carl_tf.CARL, got {type(model).__name__}; for a bare "
+            "Keras backbone use keras.export.ExportArchive or model.export"
+        )
+    height, width = model.backbone.input_shape[1:3]
+    if height is None or width is None:
+        raise UsageError(
+            "the backbone takes images of any size; build it with a fixed input shape, e.g. "
+            "keras.Input((32, 32, 3)), so the SavedModel's signatures can state it"
+        )
+    if not tensorflow_installed():
+        raise UsageError("writing a SavedModel needs TensorFlow; pip install tensorflow")
     import tensorflow as tf
 
-    height, width = model.backbone.input_shape[1:3]
     images = tf.TensorSpec((None, height, width, 3), tf.float32, name="images")
     computations = {
         "features": lambda x: model.backbone(x, training=False),
