@@ -1,11 +1,15 @@
 """CIFAR-10 on a 2-core CPU: the paper's recipe at a size that trains in about 40 minutes.
 
-Needs the CIFAR-10 train split as an image folder (train/<class>/*.jpg); 10% of it (5,000 images,
-fixed by split_seed) is held out as the validation split the kNN monitor and the probes score on.
+Reads CIFAR-10 from TFDS (prepare it once with `tfds build cifar10`, or pass --download, on a
+machine with a network; --data_dir points at it elsewhere); 10% of its train split (5,000
+images, fixed by split_seed) is held out as the validation split the kNN monitor and the probes
+score on. The same images as an image folder (train/<class>/*.jpg) work too, with the same
+holdout rules: --dataset=folder:PATH.
 
-python train.py --config=configs/cifar10_cpu.py --dataset=folder:/tmp/cifar10/train
-python train.py --config=configs/cifar10_cpu.py:ablation --dataset=folder:/tmp/cifar10/train
-python train.py --config=configs/cifar10_cpu.py:smoke --dataset=folder:/tmp/cifar10/train
+python train.py --config=cifar10_cpu --download
+python train.py --config=cifar10_cpu:ablation
+python train.py --config=cifar10_cpu:smoke
+python train.py --config=cifar10_cpu --dataset=folder:/data/cifar10/train
 
 The main run pretrains on the 45,000 training images for 30 epochs; `ablation` on a fixed 10,000
 of them for 8 epochs; `smoke` is a one-epoch check of the whole pipeline. kl_decay_epochs follows
@@ -18,8 +22,8 @@ from carl_tf.configs.common import paper_recipe
 
 def get_config(arg: str | None = None):
     c = paper_recipe()
-    c.dataset = "folder:/tmp/cifar10/train"  # override with --dataset=folder:PATH
-    c.holdout = 0.1  # 45,000 train / 5,000 validation, fixed by split_seed
+    c.dataset = "cifar10"  # TFDS; or --dataset=folder:PATH of the train split's JPEGs
+    c.holdout = 0.1  # of the train split: 45,000 train / 5,000 validation, fixed by split_seed
     c.image_size = 32
     c.backbone, c.backbone_width = "resnet18", 16  # 1/16 of the FLOPs of the paper's width 64
     c.num_prototypes = 100  # about ten times the classes (Fig. 3)

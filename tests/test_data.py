@@ -293,9 +293,10 @@ def test_failed_tfds_download_is_a_data_error(tmp_path, monkeypatch):
     assert "\n" not in str(error.value)
 
 
-def test_tfds_rejects_holdout():
-    with pytest.raises(data.DataError, match="holdout"):
-        data.load_source("cifar10", holdout=0.1)
+def test_tfds_holdout_cuts_only_the_train_split():
+    # tests/test_tfds_holdout.py loads the two parts.
+    with pytest.raises(data.DataError, match="split 'unlabelled' needs --holdout 0"):
+        data.load_source("stl10", split="unlabelled", holdout=0.1)
 
 
 @pytest.mark.skipif(not os.path.isdir(_CIFAR_FOLDER), reason="CIFAR-10 JPEG folder not unpacked")

@@ -256,9 +256,11 @@ def test_collapse_stops_the_run_with_a_message_and_no_export(tmp_path):
 
 @pytest.mark.slow
 def test_dataset_flag_picks_a_preset_and_keeps_its_data(tmp_path):
-    """--dataset=PRESET trains on the preset's own source (cifar10_cpu names an image folder)."""
-    result = train("--dataset=cifar10_cpu", f"--workdir={tmp_path / 'run'}", "--batch_size=999999")
-    assert result.returncode == 2 and "/tmp/cifar10/train" in result.stderr
+    """--dataset=PRESET trains on the preset's own source (cifar10_cpu reads TFDS's cifar10)."""
+    result = train(
+        "--dataset=cifar10_cpu", f"--workdir={tmp_path / 'run'}", f"--data_dir={tmp_path / 'tfds'}"
+    )
+    assert result.returncode == 2 and "TFDS dataset cifar10 is not prepared" in result.stderr
     assert not os.path.exists(tmp_path / "run"), "a data error writes nothing"
 
 

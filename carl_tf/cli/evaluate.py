@@ -43,8 +43,9 @@ _TEST_DATASET = flags.DEFINE_string(
 _HOLDOUT = flags.DEFINE_float(
     "holdout",
     None,
-    "digits/folder/npz without --test_dataset: fraction held out for scoring, stratified. "
-    "Default: the run's holdout on its own dataset, else 0.2.",
+    "Without --test_dataset: fraction held out for scoring, stratified, of digits/folder/npz "
+    "or of a TFDS dataset's train split. Default: the run's holdout on its own dataset, else "
+    "0.2 for digits/folder/npz and the test split for TFDS.",
 )
 _SPLIT_SEED = flags.DEFINE_integer(
     "split_seed", None, "Seed of the holdout split. Default: the run's split_seed, else 0."

@@ -57,7 +57,10 @@ OVERRIDES = {
     "data_dir": flags.DEFINE_string("data_dir", None, "TFDS data directory."),
     "download": flags.DEFINE_bool("download", None, "Let TFDS download a missing dataset."),
     "holdout": flags.DEFINE_float(
-        "holdout", None, "digits/folder/npz: fraction held out (seeded) for the kNN monitor."
+        "holdout",
+        None,
+        "Fraction held out (seeded by split_seed, per class) for the kNN monitor and "
+        "evaluate.py: of digits/folder/npz sources, or of a TFDS dataset's train split.",
     ),
     "epochs": flags.DEFINE_integer("epochs", None, "Pretraining epochs."),
     "batch_size": flags.DEFINE_integer("batch_size", None, "Global batch size (pairs per step)."),

@@ -253,7 +253,9 @@ def load_source(
         )
     if kind == "npz":
         return _load_npz(spec, path, split, image_size, holdout, seed)
-    source = _load_tfds(spec, split, data_dir, image_size, holdout, download, memory_budget_bytes)
+    source = _load_tfds(
+        spec, split, data_dir, image_size, holdout, seed, download, memory_budget_bytes
+    )
     return source if hold_in_memory else dataclasses.replace(source, cache=False)
 
 
@@ -860,10 +862,15 @@ def _load_tfds(
     data_dir: str | None,
     image_size: int | None,
     holdout: float,
+    seed: int,
     download: bool,
     memory_budget_bytes: int,
 ) -> ImageSource:
-    """A prepared TFDS dataset split, cached in memory when it fits the budget."""
+    """A prepared TFDS dataset split, cached in memory when it fits the budget.
+
+    With a `holdout`, `train` and `test` are the two parts of the dataset's train split (its
+    own test split is not read), cut by `seed` as a folder's images are.
+    """
     tf = require_tensorflow(
         f"source '{name}' is read as a TFDS dataset, which needs TensorFlow (pip install "
         "tensorflow tensorflow-datasets); without it use digits, folder:PATH or npz:PATH"
@@ -878,10 +885,10 @@ def _load_tfds(
         raise DataError(
             f"cannot open '{name}' as a TFDS dataset: {_first_line(error)}; use {_ACCEPTED_FORMS}"
         ) from error
-    if holdout:
+    if holdout and split not in ("train", "test"):
         raise DataError(
-            f"holdout applies to digits, folder and npz sources, not to the TFDS dataset "
-            f"{name}; pass --holdout 0 and slice TFDS splits instead, e.g. 'train[:90%]'"
+            f"with a holdout, the splits of TFDS dataset {name} are 'train' and 'test', the two "
+            f"parts of its train split; split '{split}' needs --holdout 0"
         )
     where = builder.data_dir_root
     if not builder.is_prepared():
@@ -900,6 +907,9 @@ def _load_tfds(
                 "and pass its data directory as --data_dir"
             ) from error
     info = builder.info
+    # A holdout is carved from the train split as from a folder's images: the same seeded,
+    # per-label fractions (`_holdout_indices`), over the records in file order.
+    part, split = (split, "train") if holdout else (None, split)
     try:
         num_examples = info.splits[split].num_examples
     except (KeyError, ValueError) as error:
@@ -908,6 +918,10 @@ def _load_tfds(
             f"{', '.join(info.splits)}); '+' joins splits, e.g. unlabelled+train"
         ) from error
     image_key, label_key = _tfds_keys(name, info)
+    if part is not None and label_key is None:
+        raise DataError(
+            f"TFDS dataset {name} has no labels to hold out a stratified split by; pass --holdout 0"
+        )
     image_feature = info.features[image_key]
     height, width, channels = image_feature.shape
     if image_size:
@@ -960,7 +974,7 @@ def _load_tfds(
 
         return ImageSource(
             name=name,
-            split=split,
+            split=part or split,
             num_examples=count,
             num_classes=info.features[label_key].num_classes if label_key else None,
             image_shape=(*size, 3),
@@ -972,7 +986,20 @@ def _load_tfds(
             select=lambda indices: source(indices if keep is None else keep[indices]),
         )
 
-    return source(None)
+    if part is None:
+        return source(None)
+    labels = np.concatenate(
+        list(
+            builder.as_dataset(
+                split="train", shuffle_files=False, decoders={image_key: tfds.decode.SkipDecoding()}
+            )
+            .map(lambda features: tf.cast(features[label_key], tf.int32))
+            .batch(8192)
+            .as_numpy_iterator()
+        )
+    )
+    keep = _holdout_indices(labels, part, holdout, seed, f"{name} (train split)")
+    return source(keep)
 
 
 def _tfds_keys(name: str, info: "tfds.core.DatasetInfo") -> tuple[str, str | None]:

@@ -270,12 +270,12 @@ def load_evaluation_data(
         raise UsageError(f"pass --dataset: {model.path} is not part of a train.py run")
     local = data.splits_by_holdout(dataset)
     own_dataset = dataset == config.get("dataset")
-    if holdout is None:
-        holdout = config.get("holdout", 0.0) if own_dataset else 0.2
+    if holdout is None:  # a TFDS dataset brings a test split; a run's holdout is carved anyway
+        holdout = config.get("holdout", 0.0) if own_dataset else (0.2 if local else 0.0)
     split_seed = split_seed if split_seed is not None else config.get("split_seed", 0)
-    if not local or test_dataset:
+    if test_dataset:
         holdout = 0.0
-    elif holdout <= 0:
+    elif local and holdout <= 0:
         raise UsageError(
             f"evaluating on {dataset} needs held-out images; pass --holdout (e.g. 0.2) or "
             "--test_dataset"
