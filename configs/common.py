@@ -37,6 +37,13 @@ def paper_recipe() -> ml_collections.ConfigDict:
     # unit norm (CARP).
     c.target_temperature = 1.0
     c.unit_prototypes = False
+    # Extensions from CARP, not in the paper, off at 0 (CARL(target_momentum=,
+    # prototype_block_size=)): targets from an EMA of the encoder (backbone, head and
+    # prototypes) with this momentum, e.g. 0.99, TensorFlow backend only; and, for large K,
+    # the prototypes split at random every step into blocks of this size (a divisor of
+    # num_prototypes), each with its own softmax, consistency and KL, averaged.
+    c.target_momentum = 0.0
+    c.prototype_block_size = 0
 
     # lambda_e of eq. 8: linear decay from kl_start (b) to kl_end (a) over kl_decay_epochs (E).
     c.kl_start = 4.0

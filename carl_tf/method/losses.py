@@ -27,7 +27,12 @@ def consistency_loss(p_anchor, p_positive):
 
 
 def per_example_consistency(p_anchor, p_positive):
-    """The summand of eq. 4, `-log <p_i^a, p_i^+>`, shape (batch,), for callers that sum globally."""
+    """The summand of eq. 4, `-log <p_i^a, p_i^+>`, shape (batch,), for callers that sum globally.
+
+    The inner product is over the last axis: assignments per block of prototypes (batch, blocks,
+    B), as `CARL(prototype_block_size=...)` makes them, give one summand per block, (batch,
+    blocks).
+    """
     agreement = ops.sum(_float32(p_anchor) * _float32(p_positive), axis=-1)
     return -ops.log(ops.clip(agreement, _EPSILON, 1.0))
 
@@ -82,7 +87,8 @@ def per_example_multi_crop_consistency(p_small, p_global, symmetric=False, targe
             differ from `p_global` (`CARL(target_temperature=...)`); None: `p_global`.
 
     Returns:
-        (batch,) float32: the mean over the `1 + symmetric + 2 N` pairs of
+        (batch,) float32 (per block (batch, blocks) for assignments per block of prototypes,
+        (batch, blocks, B)): the mean over the `1 + symmetric + 2 N` pairs of
         `-log <p_i^anchor, p_i^target>`; with no small views, eq. 4's summand (averaged over
         both directions when symmetric).
     """

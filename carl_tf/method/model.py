@@ -84,11 +84,33 @@ class CARL(*_BACKEND_BASES, keras.Model):
         unit_prototypes: not in the paper (an extension, off by default; CARP keeps its
             prototypes at unit norm): the energies of eq. 2 use each prototype divided by its
             norm, so they are bounded by the norm of z however the prototypes grow.
+        target_momentum: not in the paper (an extension, off at 0; CARP's and BYOL's momentum
+            encoder): m in (0, 1) takes the consistency targets from an exponential moving
+            average of the encoder (backbone, projection head and prototypes), updated after
+            every optimizer step as `target <- m * target + (1 - m) * online` and starting
+            equal to it. The target encoder shares the online one's layers with the averaged
+            weights in place of the trainable ones (`target_weights`, state saved with the
+            model): its BatchNorm normalizes with the statistics of its own batch in training,
+            as BYOL's target does, without updating any moving statistics, and at evaluation
+            uses the online encoder's moving statistics. No gradient reaches it. TensorFlow
+            backend only.
+        prototype_block_size: not in the paper (an extension, off at 0; CARP's random
+            partitions, for large K): B > 0 partitions the K prototypes at random into K / B
+            blocks of B at every step, identically on every replica. Each block has its own
+            softmax over its prototypes' energies, its own consistency (eq. 4) and its own KL of
+            the block's batch-mean assignment to the uniform over B (eqs. 5-6); the loss uses
+            the means over the blocks. K must be a multiple of B, and B at least 2. `predict`
+            and the prototypes in use keep the softmax over all K.
+        partition_seed: seed of the partitions' `keras.random.SeedGenerator`; None draws one
+            from Keras's global seed (`keras.utils.set_random_seed`). Its stream starts afresh
+            on load, as the augmenter's does.
 
     Raises:
         ValueError: for fewer than two prototypes, a negative `small_crops`, an empty or
             out-of-range `small_crop_scale`, or a backbone that cannot encode
-            `small_crop_size` views (a fixed input size, e.g. a Flatten before a Dense).
+            `small_crop_size` views (a fixed input size, e.g. a Flatten before a Dense); for a
+            `target_momentum` outside [0, 1) or under the JAX backend; for a
+            `prototype_block_size` below 2 or that does not divide `num_prototypes`.
     """
 
     def __init__(
@@ -107,6 +129,9 @@ class CARL(*_BACKEND_BASES, keras.Model):
         small_augmenter: keras.layers.Layer | None = None,
         target_temperature: float = 1.0,
         unit_prototypes: bool = False,
+        target_momentum: float = 0.0,
+        prototype_block_size: int = 0,
+        partition_seed: int | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -119,6 +144,10 @@ class CARL(*_BACKEND_BASES, keras.Model):
             raise ValueError(f"target_temperature must be positive, got {target_temperature}")
         self.target_temperature = float(target_temperature)
         self.unit_prototypes = bool(unit_prototypes)
+        self.target_momentum = float(target_momentum)
+        self.prototype_block_size = int(prototype_block_size)
+        self.partition_seed = partition_seed
+        _check_extensions(self.target_momentum, self.prototype_block_size, self.num_prototypes)
         self.augmenter = augmenter if augmenter is not None else _default_augmenter(backbone)
         self.small_crops = int(small_crops)
         self.small_crop_scale = tuple(float(v) for v in small_crop_scale)
@@ -168,7 +197,35 @@ class CARL(*_BACKEND_BASES, keras.Model):
         if not self.projection_head.built:  # a deserialized head arrives built
             self.projection_head.build(features)
         self.assigner.build(self.projection_head.compute_output_shape(features))
+        self._build_extensions()
         self.built = True
+
+    def _build_extensions(self):
+        """The EMA target weights and the partitions' generator, made after every other weight
+        and only when on: the other weights are then initialized as without them (a
+        SeedGenerator without a seed draws from the global one)."""
+        # The averaged weights are those trainable now, kept as positions: freezing a layer
+        # later does not change which target shadows which weight.
+        self._averaged = tuple(i for i, w in enumerate(self._encoder_weights()) if w.trainable)
+        self.target_weights = []
+        if self.target_momentum:
+            for weight in self._online_weights():
+                target = self.add_weight(
+                    shape=weight.shape,
+                    initializer="zeros",
+                    dtype=weight.dtype,
+                    trainable=False,
+                    # Every replica computes the same average; the first one's is kept.
+                    aggregation="only_first_replica",
+                    name="target_" + weight.name,
+                )
+                target.assign(weight)
+                self.target_weights.append(target)
+        self.partition_seed_generator = None
+        if self.prototype_block_size:
+            self.partition_seed_generator = keras.random.SeedGenerator(
+                self.partition_seed, name="partition_seed_generator"
+            )
 
     @property
     def metrics(self):
@@ -199,14 +256,95 @@ class CARL(*_BACKEND_BASES, keras.Model):
         unit = kernel / ops.sqrt(ops.sum(ops.square(kernel), axis=0, keepdims=True) + 1e-12)
         return ops.cast(ops.matmul(z, ops.cast(unit, z.dtype)), "float32")
 
-    def _assign_with_target(self, images, training):
-        """The view's assignment p (eq. 3) and its target for the consistency: p itself, or with
-        `target_temperature` T != 1 `softmax(energies / T)`; the target carries no gradient."""
-        energies = self.energies(images, training=training)
-        p = ops.softmax(energies, axis=-1)
-        if self.target_temperature == 1.0:
-            return p, ops.stop_gradient(p)
-        return p, ops.stop_gradient(ops.softmax(energies / self.target_temperature, axis=-1))
+    def _assign_with_target(self, images, training, partition=None, anchor=True, target=True):
+        """A view's assignment p (eq. 3), its assignment as an anchor and its consistency target.
+
+        Args:
+            images: (N, H, W, 3) views.
+            training: the encoder's mode.
+            partition: (K,) the step's permutation of the prototypes (`_draw_partition`), or
+                None without `prototype_block_size`.
+            anchor: whether the anchor form is needed; else it is None.
+            target: whether the target is needed; else it is None.
+
+        Returns:
+            `(p, anchor, target)`: p (N, K) float32; the anchor form p, or with a partition the
+            softmax within each block, (N, K / B, B); the target in the anchor's shape, without
+            gradient: `softmax(energies / T)` with `target_temperature` T, of the EMA target
+            encoder's energies with `target_momentum` (of the online encoder's otherwise). p is
+            None when neither p nor the anchor form needs the online encoder.
+        """
+        p = anchor_form = target_form = None
+        if anchor or not self.target_momentum:
+            energies = self.energies(images, training=training)
+            p = ops.softmax(energies, axis=-1)
+            anchor_form = (
+                p
+                if partition is None
+                else ops.softmax(self._in_blocks(energies, partition), axis=-1)
+            )
+        if target:
+            if self.target_momentum:
+                energies = self._target_energies(images, training)
+            if partition is None and self.target_temperature == 1.0 and not self.target_momentum:
+                target_form = p
+            else:
+                if partition is not None:
+                    energies = self._in_blocks(energies, partition)
+                if self.target_temperature != 1.0:
+                    energies = energies / self.target_temperature
+                target_form = ops.softmax(energies, axis=-1)
+            target_form = ops.stop_gradient(target_form)
+        return p, anchor_form if anchor else None, target_form
+
+    def _encoder_weights(self) -> list:
+        """Every weight of the encoder: backbone, projection head and prototypes."""
+        return [*self.backbone.weights, *self.projection_head.weights, *self.assigner.weights]
+
+    def _online_weights(self) -> list:
+        """The encoder's weights that `target_weights` average, in their order: those that
+        were trainable when the model was made."""
+        weights = self._encoder_weights()
+        return [weights[i] for i in self._averaged]
+
+    def _target_energies(self, images, training):
+        """The EMA target encoder's energies (N, K), without gradient (`target_momentum`).
+
+        The online layers run with `target_weights` in place of their trainable weights, inside
+        a `keras.StatelessScope` that also discards the BatchNorm moving-statistics updates of
+        this pass.
+        """
+        mapping = list(zip(self._online_weights(), self.target_weights))
+        with keras.StatelessScope(state_mapping=mapping):
+            energies = self.energies(images, training=training)
+        return ops.stop_gradient(energies)
+
+    def update_target(self):
+        """One EMA step of the target encoder, `target <- m target + (1 - m) online` for
+        `target_momentum` m; the train step calls it after each optimizer step."""
+        m = self.target_momentum
+        for target, online in zip(self.target_weights, self._online_weights()):
+            target.assign(
+                m * ops.convert_to_tensor(target) + (1.0 - m) * ops.cast(online, target.dtype)
+            )
+
+    def _draw_partition(self):
+        """The step's random permutation of the K prototypes, (K,) int; None when blocks are off.
+
+        Consecutive runs of `prototype_block_size` entries are the blocks. The draw is not
+        folded with the replica id: the generator's state is mirrored, so every replica (and a
+        single device from the same state) draws the same partition.
+        """
+        if not self.prototype_block_size:
+            return None
+        draws = keras.random.uniform((self.num_prototypes,), seed=self.partition_seed_generator)
+        return ops.argsort(draws)
+
+    def _in_blocks(self, energies, partition):
+        """Energies (N, K) regrouped into the partition's blocks, (N, K / B, B)."""
+        size = self.prototype_block_size
+        blocks = ops.take(energies, partition, axis=1)
+        return ops.reshape(blocks, (-1, self.num_prototypes // size, size))
 
     def _test_figures(self, data):
         """The figures of a validation batch: eq. 7's terms, without lambda_e (a setting of the
@@ -251,24 +389,38 @@ class CARL(*_BACKEND_BASES, keras.Model):
 
         With `small_views`, the consistency is the multi-crop mean over all (anchor, target)
         pairs (`losses.per_example_multi_crop_consistency`); the KL stays on the global anchors.
+        With `prototype_block_size`, both terms are means over the step's blocks.
         """
-        p_a, target_a = self._assign_with_target(view_a, training)
-        p_b, target_b = self._assign_with_target(view_b, training)
+        partition = self._draw_partition()
+        # View a is always an anchor and view b a target; each is also the other when
+        # symmetric, and a target of the small views when there are any.
+        both_targets = self.symmetric or bool(small_views)
+        p_a, anchor_a, target_a = self._assign_with_target(
+            view_a, training, partition, target=both_targets
+        )
+        p_b, anchor_b, target_b = self._assign_with_target(
+            view_b, training, partition, anchor=self.symmetric
+        )
         # Fig. 1: the positive view is a target, not trained through.
-        pairs = [(p_a, target_b)]
+        pairs = [(p_a, anchor_a, target_b)]
         if self.symmetric:
-            pairs.append((p_b, target_a))
-        per_example = [losses.per_example_consistency(a, t) for a, t in pairs]
+            pairs.append((p_b, anchor_b, target_a))
+        per_example = [losses.per_example_consistency(a, t) for _, a, t in pairs]
         if small_views:
             # One figure for every anchor: each pair's batch mean is then the multi-crop mean.
-            p_small = self._assign_small(small_views, training)
+            p_small = self._assign_small(small_views, training, partition)
             shared = losses.per_example_multi_crop_consistency(
-                p_small, (p_a, p_b), symmetric=self.symmetric, targets=(target_a, target_b)
+                p_small,
+                (anchor_a, anchor_b),
+                symmetric=self.symmetric,
+                targets=(target_a, target_b),
             )
             per_example = [shared] * len(pairs)
+        if partition is not None:  # (batch, blocks): each block's consistency, then their mean
+            per_example = [ops.mean(summands, axis=-1) for summands in per_example]
         consistency, kl, used = [], [], []
-        for (p_anchor, _), summands in zip(pairs, per_example):
-            c, k, u = self._global_terms(p_anchor, summands)
+        for (p_anchor, anchor, _), summands in zip(pairs, per_example):
+            c, k, u = self._global_terms(p_anchor, summands, anchor)
             consistency.append(c)
             kl.append(k)
             used.append(u)
@@ -284,24 +436,32 @@ class CARL(*_BACKEND_BASES, keras.Model):
             "prototypes_in_use": used[0],
         }
 
-    def _assign_small(self, small_views, training):
-        """The small views' assignments, `(batch, K)` each, from one call of the encoder."""
-        p_small = self.assign(ops.concatenate(small_views, axis=0), training=training)
-        return ops.split(p_small, len(small_views), axis=0)
+    def _assign_small(self, small_views, training, partition=None):
+        """The small views' assignments, `(batch, K)` each (per block `(batch, K / B, B)` with a
+        partition), from one call of the encoder."""
+        energies = self.energies(ops.concatenate(small_views, axis=0), training=training)
+        if partition is not None:
+            energies = self._in_blocks(energies, partition)
+        return ops.split(ops.softmax(energies, axis=-1), len(small_views), axis=0)
 
-    def _global_terms(self, p_anchor, per_example_consistency):
+    def _global_terms(self, p_anchor, per_example_consistency, anchor=None):
         """Consistency, KL and prototypes in use over the global batch (one all-reduce).
 
         `per_example_consistency` (batch,) holds the summands of eq. 4 for this anchor. The KL
         is not linear in the batch, so its batch mean (eq. 6) is the mean over all replicas'
-        anchors, not a mean of per-replica KLs.
+        anchors, not a mean of per-replica KLs. `anchor` is the anchor's assignment as the loss
+        uses it, p_anchor itself when None; given per block of prototypes (batch, K / B, B), the
+        KL is the mean of the blocks' KLs, each of its block's batch mean to the uniform over
+        B. The prototypes in use always count p_anchor's argmax over all K.
         """
         k = self.num_prototypes
+        anchor = p_anchor if anchor is None else anchor
+        in_blocks = len(anchor.shape) == 3
         local = ops.concatenate(
             [
                 ops.sum(per_example_consistency)[None],
                 ops.cast(ops.shape(p_anchor)[0], "float32")[None],
-                ops.sum(p_anchor, axis=0),
+                ops.reshape(ops.sum(anchor, axis=0), (k,)),
                 ops.stop_gradient(ops.sum(ops.one_hot(ops.argmax(p_anchor, axis=-1), k), axis=0)),
             ],
             axis=0,
@@ -309,7 +469,12 @@ class CARL(*_BACKEND_BASES, keras.Model):
         total = distributed.global_sum(local)
         batch_size = ops.stop_gradient(total[1])
         consistency = total[0] / batch_size
-        kl = losses.kl_of_mean_to_uniform(total[2 : 2 + k] / batch_size)
+        mean = total[2 : 2 + k] / batch_size
+        if in_blocks:
+            size = self.prototype_block_size
+            kl = ops.mean(losses.kl_of_mean_to_uniform(ops.reshape(mean, (k // size, size))))
+        else:
+            kl = losses.kl_of_mean_to_uniform(mean)
         in_use = ops.sum(ops.cast(total[2 + k :] > 0.5, "float32"))
         return consistency, kl, in_use
 
@@ -337,6 +502,9 @@ class CARL(*_BACKEND_BASES, keras.Model):
             ),
             "target_temperature": self.target_temperature,
             "unit_prototypes": self.unit_prototypes,
+            "target_momentum": self.target_momentum,
+            "prototype_block_size": self.prototype_block_size,
+            "partition_seed": self.partition_seed,
         }
 
     @classmethod
@@ -378,6 +546,22 @@ class PrototypeUsage(keras.metrics.Metric):
 
     def get_config(self):
         return {**super().get_config(), "num_prototypes": self.num_prototypes}
+
+
+def _check_extensions(target_momentum: float, block_size: int, num_prototypes: int) -> None:
+    """Raises ValueError, naming the argument, for extension settings that cannot train."""
+    if not 0.0 <= target_momentum < 1.0:
+        raise ValueError(f"target_momentum must be in [0, 1), got {target_momentum}")
+    if target_momentum and keras.backend.backend() != "tensorflow":
+        raise ValueError(
+            "target_momentum (the EMA target encoder) trains under the TensorFlow backend only; "
+            "set KERAS_BACKEND=tensorflow, or target_momentum=0"
+        )
+    if block_size < 0 or block_size == 1 or (block_size and num_prototypes % block_size):
+        raise ValueError(
+            "prototype_block_size must be 0 (off) or a divisor of num_prototypes "
+            f"({num_prototypes}) of at least 2, got {block_size}"
+        )
 
 
 def _first_images(x, strategy=None, count: int = 256):

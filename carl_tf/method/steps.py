@@ -37,6 +37,8 @@ class TensorFlowSteps:
             scaled_loss = self.optimizer.scale_loss(replica_loss)
         gradients = tape.gradient(scaled_loss, self.trainable_variables)
         self.optimizer.apply(gradients, self.trainable_variables)
+        if self.target_weights:  # CARL(target_momentum=...): the EMA follows the new weights
+            self.update_target()
         return self._update_trackers(figures)
 
     def test_step(self, data):
@@ -51,7 +53,9 @@ class JaxSteps:
 
     The state is the tuple of value lists Keras's JAX trainer passes (trainable, non-trainable,
     optimizer, metrics); every step returns the new one. The non-trainable values hold the
-    BatchNorm moving statistics, the views' seed-generator state and lambda_e.
+    BatchNorm moving statistics, the views' seed-generator state and lambda_e (and the
+    partitions' seed-generator state with `prototype_block_size`). `CARL` refuses
+    `target_momentum` under JAX: this step has no EMA update.
     """
 
     def train_step(self, state, data):

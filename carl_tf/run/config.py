@@ -114,6 +114,8 @@ FIELDS: dict[str, Callable[[object], str | None]] = {
     "symmetric": _boolean,
     "target_temperature": _real(0.0, open_low=True),
     "unit_prototypes": _boolean,
+    "target_momentum": _real(0.0, 1.0, open_high=True),
+    "prototype_block_size": _integer(0),
     "kl_start": _real(0.0),
     "kl_end": _real(0.0),
     "kl_decay_epochs": _integer(0),
@@ -156,6 +158,8 @@ SWITCHED_BY = {
 DEFAULTS_BEFORE_RECORDED = {
     "target_temperature": 1.0,
     "unit_prototypes": False,
+    "target_momentum": 0.0,
+    "prototype_block_size": 0,
     "weight_decay_mode": "decoupled",
     "weight_decay_on": "all",
 }
@@ -200,6 +204,13 @@ def validate_config(config) -> None:
             "warmup_epochs",
             f"warmup_epochs ({values['warmup_epochs']}) must be fewer than epochs "
             f"({values['epochs']})",
+        )
+    block = values["prototype_block_size"]
+    if block and (block < 2 or values["num_prototypes"] % block):
+        raise ConfigFieldError(
+            "prototype_block_size",
+            f"prototype_block_size ({block}) must be 0 (off) or a divisor of num_prototypes "
+            f"({values['num_prototypes']}) of at least 2",
         )
     if values["small_crop_size"] > values["image_size"]:
         raise ConfigFieldError(

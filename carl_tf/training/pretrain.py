@@ -274,6 +274,8 @@ def build_model(config, steps_per_epoch: int, cycle_start_epoch: int = 0) -> CAR
         small_crop_scale=(config.small_crop_min_scale, config.small_crop_max_scale),
         target_temperature=config.target_temperature,
         unit_prototypes=config.unit_prototypes,
+        target_momentum=config.target_momentum,
+        prototype_block_size=config.prototype_block_size,
     )
     optimizer = build_optimizer(config, model, steps_per_epoch, cycle_start_epoch)
     # JAX runs an uncompiled step op by op, several times slower: there the step is always
