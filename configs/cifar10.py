@@ -2,6 +2,9 @@
 
 python train.py --dataset=cifar10
 python train.py --config=configs/cifar10.py:smoke   # a two-epoch narrow check
+
+Weight decay is coupled, as in the PyTorch SGD of the MoCo recipe the paper follows (L2 added to
+the gradient before momentum, every parameter decayed; configs/common.py).
 """
 
 from carl_tf.configs.common import paper_recipe

@@ -8,6 +8,9 @@ the batch-mean prior (eq. 5) is a weak constraint once lambda is low, and protot
 from 164 to 49 per batch of 256 within four epochs of reaching 1.5. Ending at 2.5 held at the
 same size and batch (201 of 256 in use at the end, still rising), so the preset decays to 2.5;
 --kl_end=1.5 restores the paper's schedule.
+
+Weight decay is coupled, as in the PyTorch SGD of the MoCo recipe the paper follows (L2 added to
+the gradient before momentum, every parameter decayed; configs/common.py).
 """
 
 from carl_tf.configs.common import paper_recipe

@@ -32,11 +32,12 @@ def paper_recipe() -> ml_collections.ConfigDict:
     c.projection_dim = 128
     c.num_prototypes = 100
     c.symmetric = False  # the paper's loss is one-sided (Fig. 1)
-    # Extensions, not in the paper (off by default; CARL(target_temperature=, unit_prototypes=)):
-    # targets of the consistency sharpened as softmax(energies / T), and prototypes used at
-    # unit norm (CARP).
+    # Extensions, not in the paper, off by default (CARL(target_temperature=, unit_prototypes=,
+    # cosine_temperature=)): targets of the consistency sharpened as softmax(energies / T),
+    # prototypes used at unit norm (CARP), energies cos(z, c_k) / T (SwAV, CARP).
     c.target_temperature = 1.0
     c.unit_prototypes = False
+    c.cosine_temperature = 0.0
     # Extensions from CARP, not in the paper, off at 0 (CARL(target_momentum=,
     # prototype_block_size=)): targets from an EMA of the encoder (backbone, head and
     # prototypes) with this momentum, e.g. 0.99, TensorFlow backend only; and, for large K,
@@ -60,11 +61,12 @@ def paper_recipe() -> ml_collections.ConfigDict:
     c.momentum = 0.9
     # Not given in the paper; 5e-4 is MoCo's CIFAR setting (He et al. 2020 follow-ups, solo-learn).
     c.weight_decay = 5e-4
-    # MoCo's PyTorch SGD adds the decay to the gradient before momentum ("coupled"), ten times
-    # stronger at momentum 0.9 than Keras's decoupled SGD(weight_decay=) ("decoupled"); "all"
-    # decays every weight as both do, "kernels" spares BatchNorm, biases and the prototypes
-    # (carl_tf.method.optimizer).
-    c.weight_decay_mode = "decoupled"
+    # The recipe is MoCo's, written for PyTorch's SGD, which adds the decay to the gradient
+    # before momentum and decays every parameter: "coupled" and "all" are what the paper means.
+    # Keras's SGD(weight_decay=) is "decoupled", about ten times weaker at momentum 0.9 (what
+    # carl_tf trained with before weight_decay_mode existed); "kernels" spares BatchNorm, biases
+    # and the prototypes (carl_tf.method.optimizer, docs/results.md section 8).
+    c.weight_decay_mode = "coupled"
     c.weight_decay_on = "all"
 
     # Views (SimCLR, Chen et al. 2020a). Blur only at 96 px and up, as SimCLR does for CIFAR.

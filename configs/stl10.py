@@ -1,6 +1,9 @@
 """STL-10 pretraining preset: unlabelled + train splits at 96 px with blur, lambda 2 -> 1 (B.1).
 
 python train.py --dataset=stl10
+
+Weight decay is coupled, as in the PyTorch SGD of the MoCo recipe the paper follows (L2 added to
+the gradient before momentum, every parameter decayed; configs/common.py).
 """
 
 from carl_tf.configs.common import paper_recipe

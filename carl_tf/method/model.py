@@ -84,6 +84,10 @@ class CARL(*_BACKEND_BASES, keras.Model):
         unit_prototypes: not in the paper (an extension, off by default; CARP keeps its
             prototypes at unit norm): the energies of eq. 2 use each prototype divided by its
             norm, so they are bounded by the norm of z however the prototypes grow.
+        cosine_temperature: not in the paper (an extension, off at 0): T > 0 makes the
+            energies the cosine of z and each prototype divided by T, SwAV's and CARP's form
+            (both z and the prototypes at unit norm), so the sharpness of the assignments is
+            set by T rather than learned through the norms.
         target_momentum: not in the paper (an extension, off at 0; CARP's and BYOL's momentum
             encoder): m in (0, 1) takes the consistency targets from an exponential moving
             average of the encoder (backbone, projection head and prototypes), updated after
@@ -129,6 +133,7 @@ class CARL(*_BACKEND_BASES, keras.Model):
         small_augmenter: keras.layers.Layer | None = None,
         target_temperature: float = 1.0,
         unit_prototypes: bool = False,
+        cosine_temperature: float = 0.0,
         target_momentum: float = 0.0,
         prototype_block_size: int = 0,
         partition_seed: int | None = None,
@@ -144,6 +149,9 @@ class CARL(*_BACKEND_BASES, keras.Model):
             raise ValueError(f"target_temperature must be positive, got {target_temperature}")
         self.target_temperature = float(target_temperature)
         self.unit_prototypes = bool(unit_prototypes)
+        if not float(cosine_temperature) >= 0.0:
+            raise ValueError(f"cosine_temperature must be 0 or positive, got {cosine_temperature}")
+        self.cosine_temperature = float(cosine_temperature)
         self.target_momentum = float(target_momentum)
         self.prototype_block_size = int(prototype_block_size)
         self.partition_seed = partition_seed
@@ -247,14 +255,17 @@ class CARL(*_BACKEND_BASES, keras.Model):
 
     def energies(self, images, training=False):
         """The prototype energies `<z_i, c_k>` of eq. 2 in float32, (N, K); with
-        `unit_prototypes` each c_k is divided by its norm first."""
+        `unit_prototypes` each c_k is divided by its norm first; with `cosine_temperature` T
+        they are `cos(z_i, c_k) / T`, computed in float32."""
         features = self.backbone(images, training=training)
         z = self.projection_head(features, training=training)
-        if not self.unit_prototypes:
+        if not (self.unit_prototypes or self.cosine_temperature):
             return ops.cast(self.assigner(z), "float32")
-        kernel = ops.convert_to_tensor(self.assigner.kernel)
-        unit = kernel / ops.sqrt(ops.sum(ops.square(kernel), axis=0, keepdims=True) + 1e-12)
-        return ops.cast(ops.matmul(z, ops.cast(unit, z.dtype)), "float32")
+        unit = _unit_columns(ops.convert_to_tensor(self.assigner.kernel))
+        if not self.cosine_temperature:
+            return ops.cast(ops.matmul(z, ops.cast(unit, z.dtype)), "float32")
+        z = _unit_columns(ops.transpose(ops.cast(z, "float32")))
+        return ops.matmul(ops.transpose(z), ops.cast(unit, "float32")) / self.cosine_temperature
 
     def _assign_with_target(self, images, training, partition=None, anchor=True, target=True):
         """A view's assignment p (eq. 3), its assignment as an anchor and its consistency target.
@@ -502,6 +513,7 @@ class CARL(*_BACKEND_BASES, keras.Model):
             ),
             "target_temperature": self.target_temperature,
             "unit_prototypes": self.unit_prototypes,
+            "cosine_temperature": self.cosine_temperature,
             "target_momentum": self.target_momentum,
             "prototype_block_size": self.prototype_block_size,
             "partition_seed": self.partition_seed,
@@ -562,6 +574,11 @@ def _check_extensions(target_momentum: float, block_size: int, num_prototypes: i
             "prototype_block_size must be 0 (off) or a divisor of num_prototypes "
             f"({num_prototypes}) of at least 2, got {block_size}"
         )
+
+
+def _unit_columns(matrix):
+    """`matrix` with each column divided by its Euclidean norm."""
+    return matrix / ops.sqrt(ops.sum(ops.square(matrix), axis=0, keepdims=True) + 1e-12)
 
 
 def _first_images(x, strategy=None, count: int = 256):

@@ -114,6 +114,7 @@ FIELDS: dict[str, Callable[[object], str | None]] = {
     "symmetric": _boolean,
     "target_temperature": _real(0.0, open_low=True),
     "unit_prototypes": _boolean,
+    "cosine_temperature": _real(0.0),
     "target_momentum": _real(0.0, 1.0, open_high=True),
     "prototype_block_size": _integer(0),
     "kl_start": _real(0.0),
@@ -158,6 +159,7 @@ SWITCHED_BY = {
 DEFAULTS_BEFORE_RECORDED = {
     "target_temperature": 1.0,
     "unit_prototypes": False,
+    "cosine_temperature": 0.0,
     "target_momentum": 0.0,
     "prototype_block_size": 0,
     "weight_decay_mode": "decoupled",

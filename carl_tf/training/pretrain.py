@@ -274,6 +274,7 @@ def build_model(config, steps_per_epoch: int, cycle_start_epoch: int = 0) -> CAR
         small_crop_scale=(config.small_crop_min_scale, config.small_crop_max_scale),
         target_temperature=config.target_temperature,
         unit_prototypes=config.unit_prototypes,
+        cosine_temperature=config.cosine_temperature,
         target_momentum=config.target_momentum,
         prototype_block_size=config.prototype_block_size,
     )
