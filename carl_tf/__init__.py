@@ -42,7 +42,8 @@ if not _entry_point.is_entry_point():
     # A library user's import: TensorFlow loads now, with its start-up notices printed once, and
     # every Keras class carl_tf saves is registered.
     _entry_point.import_tensorflow_once()
-    for _module in ("model", "normalization", "schedules"):  # model: backbones, heads, views
+    # model: the backbones, heads and views; optimizer: the one a compiled .keras file names.
+    for _module in ("model", "normalization", "optimizer", "schedules"):
         importlib.import_module(f"carl_tf.method.{_module}")
 
 try:

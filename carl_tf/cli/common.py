@@ -51,7 +51,8 @@ def load_keras() -> None:
     Keras, so a bad flag costs a second, not the ten or more of TensorFlow's start.
     """
     _entry_point.import_tensorflow_quietly()
-    importlib.import_module("carl_tf.method.model")  # registers carl_tf's Keras classes
+    for module in ("model", "normalization", "optimizer", "schedules"):  # carl_tf's Keras classes
+        importlib.import_module(f"carl_tf.method.{module}")
 
 
 def run_main(

@@ -158,6 +158,7 @@ def evaluate(
         )
     if evaluation.assignments is not None:
         notes += _few_prototypes_note(evaluation.assignments, loaded.num_prototypes)
+    notes += _small_data_notes(settings, data_settings, num_classes, len(train[1]))
     baseline_policy = None
     if baseline:
         logger.info("evaluating the randomly initialised baseline")
@@ -248,6 +249,34 @@ def _few_prototypes_note(assignments: np.ndarray, num_prototypes: int) -> list[s
     ]
 
 
+def _small_data_notes(
+    settings: ProtocolSettings, data_settings: dict, num_classes: int, num_train: int
+) -> list[str]:
+    """Notes on figures that mean little on this data: top-5 of few classes, a kNN vote wider
+    than a class, and images scored that the backbone pretrained on."""
+    notes = []
+    if "linear" in settings.protocols and num_classes <= 5:
+        notes.append(
+            f"linear top-5 is n/a: with {num_classes} classes every label is among the top 5."
+        )
+    per_class = num_train / max(num_classes, 1)
+    if "knn" in settings.protocols and settings.knn_k > per_class:
+        notes.append(
+            f"kNN with k = {settings.knn_k} votes over more neighbours than a class has images "
+            f"in the bank ({num_train} images, {per_class:.0f} per class on average), so it "
+            f"leans to the largest classes; the k = 20 figure is the one to read (or pass "
+            f"--knn_k below {per_class:.0f})."
+        )
+    if data_settings.get("scores_pretraining_images"):
+        notes.append(
+            "the run held out no images (holdout 0), so the scored images were among those it "
+            "pretrained on: the figures show how well its features separate images it has seen, "
+            "not how they generalise. Train with --holdout=0.1 (or score with --test_dataset) "
+            "for held-out figures."
+        )
+    return notes
+
+
 def load_evaluation_data(
     model: LoadedModel,
     *,
@@ -276,6 +305,12 @@ def load_evaluation_data(
     if test_dataset:
         holdout = 0.0
     elif local and holdout <= 0:
+        if own_dataset and model.run_config:
+            raise UsageError(
+                f"the run held out no images of {dataset} (holdout 0), so every image was in "
+                "its pretraining; pass --holdout=0.2 to score on a fraction of those (a note "
+                "says they are not held out), or --test_dataset=SOURCE for images it has not seen"
+            )
         raise UsageError(
             f"evaluating on {dataset} needs held-out images; pass --holdout (e.g. 0.2) or "
             "--test_dataset"
@@ -305,7 +340,12 @@ def load_evaluation_data(
         "train_split": train_split,
         "test_dataset": test_name,
         "test_split": test_split,
-        "holdout": holdout if local and not test_dataset else None,
+        "holdout": holdout if (local or holdout) and not test_dataset else None,
+        # A run that held out nothing, scored on a holdout of its own data, was scored on
+        # images it pretrained on.
+        "scores_pretraining_images": bool(
+            own_dataset and model.run_config and not config.get("holdout") and not test_dataset
+        ),
         "split_seed": split_seed,
         "image_size": "x".join(map(str, train_source.image_shape[:2])),
         "num_train": len(train[1]),

@@ -96,6 +96,17 @@ def training_curves_figure(
     ax.set_title("kNN top-1 % of the backbone at the measured epochs (0: untrained)", fontsize=10)
     ax.set_ylabel("%")
     ax.margins(y=0.15)  # room for the labels above the points
+    if not len(epochs):  # a run without the monitor: say so rather than draw empty axes
+        ax.text(
+            0.5,
+            0.5,
+            "no kNN monitor in this run\n(it needs labelled held-out images: --holdout)",
+            transform=ax.transAxes,
+            ha="center",
+            va="center",
+        )
+        ax.set_xticks([])
+        ax.set_yticks([])
     for ax in axes.values():
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
