@@ -157,6 +157,10 @@ def test_lock_of_a_killed_run_is_no_obstacle_and_history_has_one_row_per_epoch(s
     assert checkpoints == [], "killed before its first checkpoint"
     assert not exported, "killed before it finished"
     assert lock_text.startswith(f"pid {pid} on "), "the dead process's lock file stays"
+    # Killed again during epoch 2: after a checkpoint, before the export.
+    checkpoints, lock_text, pid, exported = stopped["killed_after_checkpoint"]
+    assert checkpoints == ["ckpt-0001.keras"] and not exported
+    assert lock_text.startswith(f"pid {pid} on ")
     # The same command then ran on (to its Ctrl-C and its resume) with one row per epoch.
     assert stopped["sigint"][3] == [0, 1]  # not a second epoch-0 row
     code, output, workdir, epochs, _ = stopped["resumed"]
@@ -390,10 +394,11 @@ def stopped(finished_digits, tmp_path_factory):
 
     Maps a name to (exit code, output, workdir, epochs in metrics.csv, checkpoint names), taken
     right after the stop. One run of the shared run's command (FINISHED_FLAGS) is stopped and
-    resumed twice: SIGKILLed once its epoch-0 row is written, before its first checkpoint
-    ("killed": its checkpoints, its lock file's text, its pid, whether it exported); the same
-    command again, Ctrl-C'd once epoch 1's line is printed ("sigint": its checkpoint is written,
-    epoch 2 is training; a copy of it is kept as `unfinished`); the same command again
+    started again three times: SIGKILLed once its epoch-0 row is written, before its first
+    checkpoint ("killed": its checkpoints, its lock file's text, its pid, whether it exported);
+    the same command, SIGKILLed during epoch 2 once epoch 1's checkpoint is written
+    ("killed_after_checkpoint", the same record); the same command, Ctrl-C'd once it trains
+    epoch 2 again ("sigint"; a copy of it is kept as `unfinished`); the same command again
     ("resumed"). plain: the shared finished run, never stopped. sigterm: SIGTERM once training
     starts (epoch 1). saving: Ctrl-C the moment a temporary checkpoint file appears.
     """
@@ -406,25 +411,40 @@ def stopped(finished_digits, tmp_path_factory):
         folder = saving.path("checkpoints")
         return os.path.isdir(folder) and any(n.startswith(".tmp-") for n in os.listdir(folder))
 
-    def killed_then_started_again():
-        """Records the killed run, then starts its command again, to be Ctrl-C'd."""
-        sigint.process.wait()
-        lock_file = f"{sigint.workdir}.lock"
-        results["killed"] = (
-            os.listdir(sigint.path("checkpoints")),
-            open(lock_file).read() if os.path.exists(lock_file) else "",
-            sigint.process.pid,
-            os.path.exists(sigint.path("export")),
-        )
-        sigint.log = f"{tmp / 'sigint'}.log"
-        sigint.start()
-        moments[sigint] = (lambda: "epoch 1/2" in read(sigint.log), signal.SIGINT, None)
+    def killed_then_started_again(name, log, next_moment):
+        """Records the killed run as `name`, then starts its command again logging to `log`."""
 
+        def record_and_restart():
+            sigint.process.wait()
+            lock_file = f"{sigint.workdir}.lock"
+            results[name] = (
+                sorted(os.listdir(sigint.path("checkpoints"))),
+                open(lock_file).read() if os.path.exists(lock_file) else "",
+                sigint.process.pid,
+                os.path.exists(sigint.path("export")),
+            )
+            sigint.log = log
+            sigint.start()
+            moments[sigint] = next_moment
+
+        return record_and_restart
+
+    def training_again():  # the resumed run's fit has started: epoch 2 is training
+        return "pretraining on" in read(sigint.log)
+
+    ctrl_c = (training_again, signal.SIGINT, None)
+    kill_after_checkpoint = (
+        lambda: os.path.exists(sigint.path("checkpoints", "ckpt-0001.keras")),
+        signal.SIGKILL,
+        killed_then_started_again("killed_after_checkpoint", f"{tmp / 'sigint'}.log", ctrl_c),
+    )
     moments = {
         sigint: (
             lambda: os.path.exists(sigint.path("metrics.csv")),
             signal.SIGKILL,
-            killed_then_started_again,
+            killed_then_started_again(
+                "killed", f"{tmp / 'killed_again'}.log", kill_after_checkpoint
+            ),
         ),
         sigterm: (lambda: "pretraining on" in read(sigterm.log), signal.SIGTERM, None),
         saving: (saving_checkpoint, signal.SIGINT, None),
@@ -442,6 +462,7 @@ def stopped(finished_digits, tmp_path_factory):
                 then()
         time.sleep(0.002)
     assert "killed" in results, read(f"{tmp / 'killed'}.log")[-3000:]
+    assert "killed_after_checkpoint" in results, read(f"{tmp / 'killed_again'}.log")[-3000:]
     for name, run in [("sigint", sigint), ("sigterm", sigterm), ("saving", saving)]:
         code, output = run.wait()
         ckpts = sorted(os.listdir(run.path("checkpoints")))
@@ -599,7 +620,7 @@ def read_only(stopped, tmp_path_factory):
         runs = {
             "new_inside": Run(empty / "new", log=f"{tmp / 'new_inside'}.log"),
             "new_at": Run(empty, log=f"{tmp / 'new_at'}.log"),
-            "unfinished": Run(unfinished, log=f"{tmp / 'unfinished'}.log"),
+            "unfinished": Run(unfinished, *FINISHED_FLAGS, log=f"{tmp / 'unfinished'}.log"),
             "evaluate": Evaluation(done, log=f"{tmp / 'evaluate'}.log"),
             "plots": Evaluation(done, f"--output={tmp / 'e.json'}", log=f"{tmp / 'plots'}.log"),
         }

@@ -134,6 +134,7 @@ def test_jax_compute_capability_strings():
     assert precision._capability(None) == (0, 0) and precision._capability("sm_90") == (0, 0)
 
 
+@pytest.mark.slow
 @requires_jax
 def test_auto_precision_under_jax_without_tensorflow():
     """JAX lists the devices (no GPUs here), the CPU flags decide as under TensorFlow."""

@@ -12,6 +12,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import carl_tf
+from carl_tf.evaluation.protocols import ProtocolSettings
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "experiments", "simclr_baseline.py")
 # The scripts set their own TensorFlow log level, as a user's shell would leave it to.
@@ -119,15 +122,13 @@ def test_script_trains_exports_and_evaluate_reads_the_run(tmp_path):
     assert 0 < float(rows[1]["loss"]) < 6 and 0 <= float(rows[1]["knn_top1"]) <= 100
     assert os.path.exists(os.path.join(workdir, "export", "backbone", "saved_model.pb"))
 
+    # evaluate.py's job, in this process (tests/test_evaluate.py runs the program itself).
     output = str(tmp_path / "probe.json")
-    _run(
-        "evaluate.py",
-        f"--model={workdir}",
-        "--protocol=knn,linear",
-        "--linear=features",
-        "--linear_epochs=3",
-        "--plots=false",
-        f"--output={output}",
+    carl_tf.evaluate(
+        workdir,
+        settings=ProtocolSettings(protocols=("knn", "linear"), linear="features", linear_epochs=3),
+        output=output,
+        draw_plots=False,
     )
     with open(output) as f:
         record = json.load(f)
