@@ -16,7 +16,7 @@ from carl_tf.run.rundir import RunDirectory
 
 def smoke_config(epochs=1):
     config = digits.get_config("smoke")
-    config.epochs, config.knn_every, config.train_subset = epochs, 1, 256
+    config.epochs, config.knn_every, config.train_subset = epochs, 1, 250
     return config
 
 
@@ -36,7 +36,9 @@ def test_pretrain_says_what_it_does_and_verbose_0_quiets_it(tmp_path, capsys, no
     result = carl_tf.pretrain(smoke_config(), str(tmp_path / "run"))
     out = capsys.readouterr().out
     assert result.trained
-    assert "pretraining on 256 images of digits" in out  # the data
+    assert "pretraining on 250 images of digits" in out  # the data
+    # 3 batches of 64: the 58 images left over are said, not silently unused.
+    assert "each epoch trains on 192 of the 250 images (3 whole batches of 64)" in out
     assert "kNN top-1 of the untrained backbone" in out
     assert "epoch 1/1 · loss" in out  # the epoch line, without a terminal too
     assert f"the model to {result.model_export}" in out and result.metrics in out  # the export

@@ -8,6 +8,7 @@ overrides any field of it. Running the same command again resumes from the last 
 
 import importlib.util
 import json
+import logging
 import os
 import re
 import sys
@@ -179,7 +180,9 @@ def _parse(argv: list[str]) -> list[str]:
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
-    _RESOLVED.update(name=name, dataset=dataset)
+    # --config.FIELD on the command line: fields the user set, which sizing leaves alone.
+    fields = {a[len("--config.") :].split("=", 1)[0] for a in argv if a.startswith("--config.")}
+    _RESOLVED.update(name=name, dataset=dataset, config_fields=fields)
     try:
         return parse_flags(argv, help_module=__name__)
     except AttributeError as error:  # --config.FIELD for a field the config lacks
@@ -215,6 +218,15 @@ def main(argv):
         return 0
     load_keras()
     from carl_tf.training.pretrain import pretrain  # the heavy part, after the flags are checked
+
+    if _RESOLVED["dataset"] and _RESOLVED["dataset"].partition(":")[0] in ("folder", "npz"):
+        from carl_tf.training.sizing import size_to_source
+
+        fixed = _RESOLVED["config_fields"] | {f for f, flag in OVERRIDES.items() if flag.present}
+        line = size_to_source(config, fixed)
+        if line:
+            logging.getLogger("carl_tf").info(line)
+            validate_config(config)
 
     result = pretrain(config, workdir, overwrite=_OVERWRITE.value, extend=_EXTEND.value)
     if not result.trained:

@@ -419,6 +419,34 @@ def _load_npz(
     )
 
 
+def count_images(spec: str) -> tuple[int, int | None]:
+    """How many images a `folder:` or `npz:` source holds and its number of classes (None when
+    unlabelled), read from the file listing or the npz headers without decoding any image.
+
+    Raises:
+        DataError: For a source that is not a folder or npz file, or cannot be read.
+    """
+    kind, _, path = spec.partition(":")
+    if kind == "folder" and path:
+        paths, labels, _ = _list_images(spec, path)
+        return len(paths), _num_classes(labels)
+    if kind == "npz" and path:
+        try:
+            with zipfile.ZipFile(path) as archive, archive.open("x.npy") as file:
+                version = np.lib.format.read_magic(file)
+                read = np.lib.format.read_array_header_2_0 if version[0] >= 2 else None
+                shape = (read or np.lib.format.read_array_header_1_0)(file)[0]
+            with np.load(path, allow_pickle=False) as arrays:
+                labels = arrays["y"] if "y" in arrays.files else np.full(shape[0], -1)
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile) as error:
+            raise DataError(
+                f"cannot read {spec}: {_first_line(error)}; pass a .npz file saved with "
+                "np.savez holding x (N, H, W, C) uint8 and optional labels y (N,)"
+            ) from error
+        return int(shape[0]), _num_classes(np.asarray(labels))
+    raise DataError(f"cannot count the images of {spec}; only folder:PATH and npz:PATH")
+
+
 def _list_images(spec: str, root: str) -> tuple[list[str], np.ndarray, tuple[str, ...] | None]:
     """Lists the image files under `root`, labelled by class sub-folder when there are any.
 

@@ -163,6 +163,17 @@ def _pretrain(config, workdir, overwrite, extend, progress_bar: bool) -> Pretrai
     steps_per_epoch = worker_input.steps_per_epoch(
         source.num_examples, config.batch_size, worker_input.num_input_pipelines(strategy)
     )
+    unused = source.num_examples - steps_per_epoch * config.batch_size
+    if unused:
+        logger.info(
+            "each epoch trains on %d of the %d images (%d whole batches of %d); the other %d, "
+            "drawn afresh every epoch, wait for a later one",
+            steps_per_epoch * config.batch_size,
+            source.num_examples,
+            steps_per_epoch,
+            config.batch_size,
+            unused,
+        )
     knn_sets = load_knn_sets(config)
     with strategy.scope():
         model = build_model(config, steps_per_epoch, cycle_start_epoch=_cycle_start(extensions))
