@@ -58,7 +58,7 @@ def test_a_source_without_preset_takes_config_fields_with_dataset_alone(results)
     [
         ("negative_field", "error: weight_decay must be at least 0, got -1.0; fix --config.weight_decay"),
         ("shortcut_field", "error: learning_rate must be finite, got nan; fix --learning_rate"),
-        ("unknown_field", "error: the config has no field 'wieght_decay'; did you mean weight_decay?"),
+        ("unknown_field", "error: the config has no field 'wieght_decay'; did you mean weight_decay or"),
         ("missing_config", "error: no preset or config file 'does_not_exist.py'"),
         ("bad_preset_arg", "unknown preset argument 'bogus'; use smoke or none"),
     ],
