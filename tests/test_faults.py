@@ -728,7 +728,7 @@ def test_recorders_write_finite_epochs_and_only_the_run_recorder_checkpoints(tmp
             recorder.on_epoch_begin(epoch)
             recorder.on_epoch_end(epoch, {"loss": loss})
         rows = run_dir.read_metrics()
-        assert [(r["epoch"], r["loss"]) for r in rows] == [("1", "2.0"), ("3", "1.5")]
+        assert [(r["epoch"], r["loss"]) for r in rows] == [("1", "2"), ("3", "1.5")]
         assert all(float(r["learning_rate"]) == pytest.approx(0.01) for r in rows)
         checkpointed = sorted(epoch for epoch, _ in run_dir.checkpoints())
         assert checkpointed == ([1, 3] if recorder_class is RunRecorder else [])
