@@ -63,8 +63,9 @@ def load_model(path: str) -> LoadedModel:
 
     Args:
         path: A train.py workdir (its export/carl.keras, or its newest checkpoint when it has
-            not been exported yet), a SavedModel directory written by `carl_tf.export` (or any
-            SavedModel whose `serving_default` signature maps one image tensor to features), or
+            not been exported yet), a SavedModel directory written by
+            `carl_tf.export_backbone` (or any SavedModel whose `serving_default` signature maps
+            one image tensor to features), or
             a `.keras` file holding a CARL model or a bare backbone.
 
     Returns:

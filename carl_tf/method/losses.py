@@ -47,7 +47,8 @@ def kl_of_mean_to_uniform(mean_probs):
 
     Args:
         mean_probs: (K,) the batch-mean assignment of eq. 6 (per replica or global: the caller's
-            choice; `carl_tf.distributed.global_mean` gives the global one).
+            choice; `CARL` passes the global one, summed over replicas by
+            `carl_tf.method.distributed.global_sum`).
 
     Returns:
         Scalar float32 in [0, log K].

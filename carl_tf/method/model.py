@@ -1,8 +1,9 @@
 """`CARL`: the Keras model that wires encoder, assigner and objective (CARL, arXiv 2112.15421).
 
 The model only wires the parts: the backbone (any images -> vector model), the projection head
-(`carl_tf.heads`), the assigner (a bias-free Dense whose kernel columns are the K prototypes, eq. 2),
-the view maker (`carl_tf.augment`) and the pure loss terms (`carl_tf.losses`).
+(`carl_tf.method.heads`), the assigner (a bias-free Dense whose kernel columns are the K
+prototypes, eq. 2), the view maker (`carl_tf.method.augment`) and the pure loss terms
+(`carl_tf.losses`).
 """
 
 import sys
