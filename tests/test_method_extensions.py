@@ -11,7 +11,7 @@ import tensorflow as tf
 from carl_tf import CARL
 from carl_tf.configs.common import paper_recipe
 from carl_tf.run.config import DEFAULTS_BEFORE_RECORDED, ConfigFieldError, validate_config
-from tests.test_model import random_views, tiny_carl
+from tests.test_model import assert_mirrored_steps_equal_one_device, random_views, tiny_carl
 
 MOMENTUM = 0.9
 
@@ -259,24 +259,9 @@ def test_every_replica_draws_the_same_partition(two_replicas):
     "options", [{"target_momentum": MOMENTUM}, {"prototype_block_size": 5, "partition_seed": 1}]
 )
 def test_extension_step_under_mirrored_strategy_equals_one_device(two_replicas, options):
-    keras.utils.set_random_seed(0)
-    initial = tiny_carl(**options).get_weights()
-    views = random_views(9, batch=8)
-
-    def two_steps(strategy):
-        with strategy.scope():
-            model = tiny_carl(kl_weight=2.0, **options)
-            model.set_weights(initial)
-            model.compile(optimizer=keras.optimizers.SGD(0.5, momentum=0.9))
-        model.fit(tf.data.Dataset.from_tensor_slices(views).batch(8), epochs=2, verbose=0)
-        return [np.array(w) for w in model.weights]
-
-    cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
-    single = two_steps(tf.distribute.OneDeviceStrategy(cpus[0]))
-    mirrored = two_steps(two_replicas)
-    assert sum(not np.allclose(w, w0) for w, w0 in zip(single, initial)) > len(initial) // 2
-    for got, want in zip(mirrored, single):
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    assert_mirrored_steps_equal_one_device(
+        two_replicas, lambda: tiny_carl(kl_weight=2.0, **options), random_views(9, batch=8)
+    )
 
 
 def test_extensions_survive_a_keras_round_trip(tmp_path):

@@ -10,7 +10,7 @@ import tensorflow as tf
 from carl_tf import CARL
 from carl_tf.configs.common import paper_recipe
 from carl_tf.run.config import ConfigFieldError, validate_config
-from tests.test_model import random_views, tiny_carl
+from tests.test_model import assert_mirrored_steps_equal_one_device, random_views, tiny_carl
 
 
 def numpy_softmax(x):
@@ -133,22 +133,9 @@ def test_non_positive_temperature_is_refused():
 
 
 def test_options_step_under_mirrored_strategy_equals_one_device(two_replicas):
-    keras.utils.set_random_seed(0)
-    initial = tiny_carl().get_weights()
-    views = random_views(7, batch=8)
-
-    def two_steps(strategy):
-        with strategy.scope():
-            model = tiny_carl(kl_weight=2.0, target_temperature=0.5, cosine_temperature=0.2)
-            model.set_weights(initial)
-            model.compile(optimizer=keras.optimizers.SGD(0.5, momentum=0.9))
-        model.fit(tf.data.Dataset.from_tensor_slices(views).batch(8), epochs=2, verbose=0)
-        return [np.array(w) for w in model.weights]
-
-    cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
-    single = two_steps(tf.distribute.OneDeviceStrategy(cpus[0]))
-    mirrored = two_steps(two_replicas)
-    assert sum(not np.allclose(w, w0) for w, w0 in zip(single, initial)) > len(initial) // 2
-    # Summation order differs between one and two replicas; 1/T = 5 magnifies it to ~1e-5.
-    for got, want in zip(mirrored, single):
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=5e-5)
+    assert_mirrored_steps_equal_one_device(
+        two_replicas,
+        lambda: tiny_carl(kl_weight=2.0, target_temperature=0.5, cosine_temperature=0.2),
+        random_views(7, batch=8),
+        atol=5e-5,  # summation order differs between one and two replicas; 1/T = 5 magnifies it
+    )

@@ -163,28 +163,42 @@ def test_fewer_than_two_prototypes_is_rejected():
         tiny_carl(num_prototypes=1)
 
 
-def _one_step_weights(strategy, initial_weights, views):
-    with strategy.scope():
-        model = tiny_carl(kl_weight=2.0)
-        model.set_weights(initial_weights)
-        model.compile(optimizer=keras.optimizers.SGD(0.5, momentum=0.9))
-    dataset = tf.data.Dataset.from_tensor_slices(views).batch(len(views[0]))
-    model.fit(dataset, epochs=2, verbose=0)
-    return [np.array(w) for w in model.weights]
+def assert_mirrored_steps_equal_one_device(
+    two_replicas, make_model, views, optimizer=None, atol=1e-5
+):
+    """Two `fit` steps of `make_model()` on `views` under `two_replicas` end with the weights
+    of the same two steps on one device, from the same initial weights; most weights move.
 
-
-def test_mirrored_step_equals_single_device_step(two_replicas):
+    `optimizer(model)` gives each model's optimizer; SGD(0.5, momentum 0.9) by default.
+    """
     keras.utils.set_random_seed(0)
-    initial = tiny_carl().get_weights()
-    views = random_views(7, batch=8)
+    initial = make_model().get_weights()
+
+    def two_steps(strategy):
+        with strategy.scope():
+            model = make_model()
+            model.set_weights(initial)
+            model.compile(
+                optimizer=optimizer(model) if optimizer else keras.optimizers.SGD(0.5, momentum=0.9)
+            )
+        dataset = tf.data.Dataset.from_tensor_slices(views).batch(len(views[0]))
+        model.fit(dataset, epochs=2, verbose=0)
+        return [np.array(w) for w in model.weights]
+
     cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
     assert len(cpus) == 2, "conftest configures two logical CPUs"
-    single = _one_step_weights(tf.distribute.OneDeviceStrategy(cpus[0]), initial, views)
-    mirrored = _one_step_weights(two_replicas, initial, views)
+    single = two_steps(tf.distribute.OneDeviceStrategy(cpus[0]))
+    mirrored = two_steps(two_replicas)
     changed = [not np.allclose(w, w0) for w, w0 in zip(single, initial)]
     assert sum(changed) > len(initial) // 2, "the step must actually move the weights"
     for got, want in zip(mirrored, single):
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=atol)
+
+
+def test_mirrored_step_equals_single_device_step(two_replicas):
+    assert_mirrored_steps_equal_one_device(
+        two_replicas, lambda: tiny_carl(kl_weight=2.0), random_views(7, batch=8)
+    )
 
 
 def _fit_digits(kl_weight, epochs=5):

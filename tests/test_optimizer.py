@@ -10,7 +10,7 @@ import tensorflow as tf
 from carl_tf.configs.common import paper_recipe
 from carl_tf.method.optimizer import CoupledSGD, build_optimizer, undecayed_variables
 from carl_tf.run.config import ConfigFieldError, validate_config
-from tests.test_model import random_views, tiny_carl
+from tests.test_model import assert_mirrored_steps_equal_one_device, random_views, tiny_carl
 
 LR, MOMENTUM, DECAY = 0.1, 0.9, 0.05
 
@@ -93,26 +93,14 @@ def test_unknown_mode_or_scope_names_the_field():
 
 
 def test_coupled_kernels_step_under_mirrored_strategy_equals_one_device(two_replicas):
-    keras.utils.set_random_seed(0)
-    initial = tiny_carl().get_weights()
-    views = random_views(7, batch=8)
     config = _config(weight_decay_mode="coupled", weight_decay_on="kernels", weight_decay=0.01)
     config.learning_rate = 0.5 * 256 / 8  # a rate large enough for the decay to show
-
-    def two_steps(strategy):
-        with strategy.scope():
-            model = tiny_carl(kl_weight=2.0)
-            model.set_weights(initial)
-            model.compile(optimizer=build_optimizer(config, model, steps_per_epoch=100))
-        model.fit(tf.data.Dataset.from_tensor_slices(views).batch(8), epochs=2, verbose=0)
-        return [np.array(w) for w in model.weights]
-
-    cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
-    single = two_steps(tf.distribute.OneDeviceStrategy(cpus[0]))
-    mirrored = two_steps(two_replicas)
-    assert sum(not np.allclose(w, w0) for w, w0 in zip(single, initial)) > len(initial) // 2
-    for got, want in zip(mirrored, single):
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    assert_mirrored_steps_equal_one_device(
+        two_replicas,
+        lambda: tiny_carl(kl_weight=2.0),
+        random_views(7, batch=8),
+        optimizer=lambda model: build_optimizer(config, model, steps_per_epoch=100),
+    )
 
 
 def test_a_run_recorded_before_the_fields_existed_resumes_with_their_old_values():
