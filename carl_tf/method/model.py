@@ -146,17 +146,13 @@ class CARL(*_BACKEND_BASES, keras.Model):
         self.backbone = backbone
         self.num_prototypes = int(num_prototypes)
         self.symmetric = bool(symmetric)
-        if not float(target_temperature) > 0.0:
-            raise ValueError(f"target_temperature must be positive, got {target_temperature}")
         self.target_temperature = float(target_temperature)
         self.unit_prototypes = bool(unit_prototypes)
-        if not float(cosine_temperature) >= 0.0:
-            raise ValueError(f"cosine_temperature must be 0 or positive, got {cosine_temperature}")
         self.cosine_temperature = float(cosine_temperature)
         self.target_momentum = float(target_momentum)
         self.prototype_block_size = int(prototype_block_size)
         self.partition_seed = partition_seed
-        _check_extensions(self.target_momentum, self.prototype_block_size, self.num_prototypes)
+        self._check_extensions()
         self.augmenter = augmenter if augmenter is not None else _default_augmenter(backbone)
         self.small_crops = int(small_crops)
         self.small_crop_scale = tuple(float(v) for v in small_crop_scale)
@@ -208,6 +204,28 @@ class CARL(*_BACKEND_BASES, keras.Model):
         self.assigner.build(self.projection_head.compute_output_shape(features))
         self._build_extensions()
         self.built = True
+
+    def _check_extensions(self):
+        """Raises ValueError, naming the argument, for extension settings that cannot train."""
+        if not self.target_temperature > 0.0:
+            raise ValueError(f"target_temperature must be positive, got {self.target_temperature}")
+        if not self.cosine_temperature >= 0.0:
+            raise ValueError(
+                f"cosine_temperature must be 0 or positive, got {self.cosine_temperature}"
+            )
+        if not 0.0 <= self.target_momentum < 1.0:
+            raise ValueError(f"target_momentum must be in [0, 1), got {self.target_momentum}")
+        if self.target_momentum and keras.backend.backend() != "tensorflow":
+            raise ValueError(
+                "target_momentum (the EMA target encoder) trains under the TensorFlow backend "
+                "only; set KERAS_BACKEND=tensorflow, or target_momentum=0"
+            )
+        size, k = self.prototype_block_size, self.num_prototypes
+        if size < 0 or size == 1 or (size and k % size):
+            raise ValueError(
+                "prototype_block_size must be 0 (off) or a divisor of num_prototypes "
+                f"({k}) of at least 2, got {size}"
+            )
 
     def _build_extensions(self):
         """The EMA target weights and the partitions' generator, made after every other weight
@@ -262,11 +280,11 @@ class CARL(*_BACKEND_BASES, keras.Model):
         z = self.projection_head(features, training=training)
         if not (self.unit_prototypes or self.cosine_temperature):
             return ops.cast(self.assigner(z), "float32")
-        unit = _unit_columns(ops.convert_to_tensor(self.assigner.kernel))
+        unit = _unit(ops.convert_to_tensor(self.assigner.kernel), axis=0)  # (d, K) columns c_k
         if not self.cosine_temperature:
             return ops.cast(ops.matmul(z, ops.cast(unit, z.dtype)), "float32")
-        z = _unit_columns(ops.transpose(ops.cast(z, "float32")))
-        return ops.matmul(ops.transpose(z), ops.cast(unit, "float32")) / self.cosine_temperature
+        z = _unit(ops.cast(z, "float32"), axis=-1)
+        return ops.matmul(z, ops.cast(unit, "float32")) / self.cosine_temperature
 
     def _assign_with_target(self, images, training, partition=None, anchor=True, target=True):
         """A view's assignment p (eq. 3), its assignment as an anchor and its consistency target.
@@ -561,25 +579,9 @@ class PrototypeUsage(keras.metrics.Metric):
         return {**super().get_config(), "num_prototypes": self.num_prototypes}
 
 
-def _check_extensions(target_momentum: float, block_size: int, num_prototypes: int) -> None:
-    """Raises ValueError, naming the argument, for extension settings that cannot train."""
-    if not 0.0 <= target_momentum < 1.0:
-        raise ValueError(f"target_momentum must be in [0, 1), got {target_momentum}")
-    if target_momentum and keras.backend.backend() != "tensorflow":
-        raise ValueError(
-            "target_momentum (the EMA target encoder) trains under the TensorFlow backend only; "
-            "set KERAS_BACKEND=tensorflow, or target_momentum=0"
-        )
-    if block_size < 0 or block_size == 1 or (block_size and num_prototypes % block_size):
-        raise ValueError(
-            "prototype_block_size must be 0 (off) or a divisor of num_prototypes "
-            f"({num_prototypes}) of at least 2, got {block_size}"
-        )
-
-
-def _unit_columns(matrix):
-    """`matrix` with each column divided by its Euclidean norm."""
-    return matrix / ops.sqrt(ops.sum(ops.square(matrix), axis=0, keepdims=True) + 1e-12)
+def _unit(matrix, axis):
+    """`matrix` with each vector along `axis` divided by its Euclidean norm."""
+    return matrix / ops.sqrt(ops.sum(ops.square(matrix), axis=axis, keepdims=True) + 1e-12)
 
 
 def _first_images(x, strategy=None, count: int = 256):
