@@ -1,10 +1,6 @@
 """Image sources and the tf.data pipeline: digits, folders, npz files and real TFDS data."""
 
-import importlib.resources
-import importlib.resources.abc
-import importlib.util
 import os
-import sys
 
 import keras
 import numpy as np
@@ -195,18 +191,7 @@ def test_batches_drop_remainder_and_have_raw_dtypes():
 
 
 @pytest.fixture(scope="module")
-def tfds_can_build():
-    """Lets TFDS build datasets despite its undeclared importlib_resources dependency."""
-    with pytest.MonkeyPatch.context() as patch:
-        # tfds 4.9.10 imports importlib_resources when building but declares it only for
-        # Python < 3.9 (tensorflow/datasets#11212); the standard library module serves.
-        if importlib.util.find_spec("importlib_resources") is None:
-            patch.setitem(sys.modules, "importlib_resources", importlib.resources)
-        yield
-
-
-@pytest.fixture(scope="module")
-def tfds_data_dir(tmp_path_factory, tfds_can_build):
+def tfds_data_dir(tmp_path_factory):
     """A three-split TFDS dataset of 8x8 grayscale images, written with TFDS's own builder."""
     data_dir = tmp_path_factory.mktemp("tfds")
     rng = np.random.default_rng(0)

@@ -1,9 +1,5 @@
 """A TFDS dataset's holdout is carved from its train split by the folder's rules (cifar10_cpu)."""
 
-import importlib.resources
-import importlib.util
-import sys
-
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -32,18 +28,13 @@ def tfds_dir(tmp_path_factory):
             "label": tfds.features.ClassLabel(num_classes=3),
         }
     )
-    with pytest.MonkeyPatch.context() as patch:
-        # tfds 4.9.10 imports importlib_resources when building but declares it only for
-        # Python < 3.9 (tensorflow/datasets#11212); the standard library module serves.
-        if importlib.util.find_spec("importlib_resources") is None:
-            patch.setitem(sys.modules, "importlib_resources", importlib.resources)
-        tfds.dataset_builders.store_as_tfds_dataset(
-            name="carl_holdout_images",
-            version="1.0.0",
-            features=features,
-            split_datasets=splits,
-            data_dir=data_dir,
-        )
+    tfds.dataset_builders.store_as_tfds_dataset(
+        name="carl_holdout_images",
+        version="1.0.0",
+        features=features,
+        split_datasets=splits,
+        data_dir=data_dir,
+    )
     return str(data_dir), np.array(labels)
 
 

@@ -2,12 +2,9 @@
 the files; two loopback workers read disjoint halves of a streamed folder and train like one
 process on the same global batches."""
 
-import importlib.resources
-import importlib.util
 import json
 import logging
 import os
-import sys
 
 import keras
 import loopback_cluster as cluster
@@ -207,12 +204,8 @@ def test_a_pipeline_decodes_none_of_the_files_of_another_part(tmp_path):
     assert parts == [[0, 2, 4, 6], [1, 3, 7]]
 
 
-def _tfds_source(data_dir, count: int, files: int, monkeypatch) -> data.ImageSource:
+def _tfds_source(data_dir, count: int, files: int) -> data.ImageSource:
     """A TFDS split of `count` noise images in `files` TFRecord files, image i labelled i."""
-    if importlib.util.find_spec("importlib_resources") is None:
-        # tfds 4.9.10 builds with importlib_resources without declaring it (tensorflow/datasets
-        # #11212); the standard library module serves.
-        monkeypatch.setitem(sys.modules, "importlib_resources", importlib.resources)
     rng = np.random.default_rng(0)
     examples = [
         (f"x{i}", {"image": rng.integers(0, 256, (8, 8, 3), np.uint8), "label": i})
@@ -236,7 +229,7 @@ def _tfds_source(data_dir, count: int, files: int, monkeypatch) -> data.ImageSou
 
 
 @pytest.mark.parametrize("kind", ["folder", "tfds"])
-def test_shards_of_seeded_shuffled_epochs_are_disjoint_and_complete(kind, tmp_path, monkeypatch):
+def test_shards_of_seeded_shuffled_epochs_are_disjoint_and_complete(kind, tmp_path):
     """Two pipelines in one process, as two workers build them with one seed: every epoch of
     `steps_per_epoch` steps takes each kept image once, from one of the two."""
     if kind == "folder":
@@ -247,7 +240,7 @@ def test_shards_of_seeded_shuffled_epochs_are_disjoint_and_complete(kind, tmp_pa
         # 4 files of 11: TFDS shuffles the files before each pipeline takes its part, so the
         # parts are disjoint only when both pipelines shuffle with the same seed.
         count = 44
-        source = _tfds_source(tmp_path, count, 4, monkeypatch)
+        source = _tfds_source(tmp_path, count, 4)
     kept, global_batch = count - count % 2, 4
     steps = steps_per_epoch(count, global_batch, 2)
     assert steps * global_batch == kept  # so that an epoch is one pass over each part
