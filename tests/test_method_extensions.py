@@ -10,10 +10,12 @@ import tensorflow as tf
 
 from carl_tf import CARL
 from carl_tf.configs.common import paper_recipe
-from carl_tf.run.config import DEFAULTS_BEFORE_RECORDED, ConfigFieldError, validate_config
+from carl_tf.run.config import ConfigFieldError, validate_config
+from carl_tf.run.rundir import _changed_fields
 from tests.test_model import assert_mirrored_steps_equal_one_device, random_views, tiny_carl
 
 MOMENTUM = 0.9
+EXTENSIONS = ("target_momentum", "prototype_block_size")
 
 
 def numpy_softmax(x):
@@ -307,7 +309,8 @@ def test_the_defaults_are_off_and_runs_recorded_before_them_resume():
     config = paper_recipe()
     validate_config(config)
     assert config.target_momentum == 0.0 and config.prototype_block_size == 0
-    assert DEFAULTS_BEFORE_RECORDED["target_momentum"] == config.target_momentum
-    assert DEFAULTS_BEFORE_RECORDED["prototype_block_size"] == config.prototype_block_size
+    recorded = {k: v for k, v in config.to_dict().items() if k not in EXTENSIONS}
+    assert _changed_fields(recorded, config.to_dict(), []) == []
     config.target_momentum, config.prototype_block_size = 0.99, 20
     validate_config(config)
+    assert _changed_fields(recorded, config.to_dict(), []) == sorted(EXTENSIONS)

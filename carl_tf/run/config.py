@@ -155,13 +155,11 @@ SWITCHED_BY = {
     "small_crop_max_scale": "small_crops",
 }
 
-# The value a field had before it existed: a run recorded without it trained with this one.
+# The value a field had before it existed, where that is not "off" (0, false or empty; an off
+# field a record lacks counts as unchanged, carl_tf.run.rundir): a run recorded without it
+# trained with this one.
 DEFAULTS_BEFORE_RECORDED = {
     "target_temperature": 1.0,
-    "unit_prototypes": False,
-    "cosine_temperature": 0.0,
-    "target_momentum": 0.0,
-    "prototype_block_size": 0,
     "weight_decay_mode": "decoupled",
     "weight_decay_on": "all",
 }
