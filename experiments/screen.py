@@ -1,8 +1,7 @@
 """Screens levers at the start of their runs: each queued training is stopped after --epochs.
 
-Training consistency and kNN after the first epochs track a run's final kNN closely
-(docs/results.md, section 5), so a lever can be judged on its first two epochs before it earns
-seeded runs. Each job is a queue line as `run_queue.sh` takes it, `NAME [SCRIPT.py] ARGS...`,
+A lever that collapses the assignments or learns far more slowly shows it in its first epochs
+(docs/results.md, section 8.1), so it can be judged there before it earns seeded runs. Each job is a queue line as `run_queue.sh` takes it, `NAME [SCRIPT.py] ARGS...`,
 run to completion of epoch --epochs of its own schedule (an 8-epoch run's lambda and learning
 rate at epoch 2, not a 2-epoch run's), then stopped with SIGTERM, as a cluster stops a job (the run directory stays
 resumable). One tab-separated row per job goes to stdout and to --table as each job ends.
@@ -81,6 +80,8 @@ def main() -> int:
     parser.add_argument("--table", required=True, help="tab-separated rows, appended per job")
     parser.add_argument("--epochs", type=int, default=2, help="epochs to train of each job")
     flags = parser.parse_args()
+    if not os.path.isfile(flags.queue):
+        parser.error(f"no queue file {flags.queue}; write one NAME [SCRIPT.py] ARGS line per job")
     os.makedirs(flags.runs, exist_ok=True)
     done = set()
     if os.path.exists(flags.table):
