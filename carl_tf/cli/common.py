@@ -9,7 +9,6 @@ epoch it was in (`carl_tf.run.callbacks.Interrupted`).
 import importlib
 import logging
 import os
-import signal
 import sys
 from collections.abc import Callable
 
@@ -18,16 +17,9 @@ from absl import logging as absl_logging
 
 from carl_tf import _entry_point
 from carl_tf.errors import CarlError, TrainingFailed
+from carl_tf.run import signals
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 2, 130, 143
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread so the run unwinds like after Ctrl-C.
-
-    A KeyboardInterrupt, so every cleanup and `Interrupted` that Ctrl-C triggers, SIGTERM
-    triggers too.
-    """
 
 
 def setup_logging() -> None:
@@ -70,7 +62,7 @@ def run_main(
 
     def wrapped(argv: list[str]) -> int:
         setup_logging()
-        signal.signal(signal.SIGTERM, _raise_terminated)
+        signals.install()
         try:
             return main(argv) or 0
         except TrainingFailed as error:
@@ -95,7 +87,7 @@ def _stopped(error: KeyboardInterrupt) -> int:
     # carl_tf.run.callbacks.Interrupted, whose module is loaded only once training runs.
     epoch = getattr(error, "epoch", None)
     signal_error = error.__cause__ if epoch is not None else error
-    terminated = isinstance(signal_error, Terminated)
+    terminated = isinstance(signal_error, signals.Terminated)
     what = "terminated" if terminated else "interrupted"
     if epoch is not None:
         what += f" during epoch {epoch}"
@@ -141,7 +133,3 @@ def _fail(message: str, code: int, shown: str | None = None) -> int:
     sys.stdout.flush()
     print(f"error: {message}", file=sys.stderr)
     sys.exit(code)
-
-
-def _raise_terminated(signum, frame):
-    raise Terminated()

@@ -10,6 +10,7 @@ import time
 import keras
 import numpy as np
 
+from carl_tf.run import signals
 from carl_tf.run.rundir import RunDirectory
 
 logger = logging.getLogger(__name__)
@@ -101,6 +102,19 @@ class StopOnNaN(keras.callbacks.Callback):
         if logs and not math.isfinite(float(logs["loss"])):
             self.failed_at = (self._epoch + 1, batch + 1)
             self.model.stop_training = True
+
+
+class RaiseSignals(keras.callbacks.Callback):
+    """Raises a Ctrl-C or SIGTERM that arrived during the batch (`carl_tf.run.signals.deferred`).
+
+    Last in the list, so an epoch that has ended is recorded before the signal stops the run.
+    """
+
+    def on_train_batch_end(self, batch, logs=None):
+        signals.raise_pending()
+
+    def on_epoch_end(self, epoch, logs=None):
+        signals.raise_pending()
 
 
 class Interrupted(KeyboardInterrupt):

@@ -28,9 +28,11 @@ from carl_tf.method.backbones import build_backbone
 from carl_tf.method.model import CARL
 from carl_tf.method.optimizer import build_optimizer
 from carl_tf.method.schedules import KLWeightSchedule
+from carl_tf.run import signals
 from carl_tf.run.callbacks import (
     CollapseGuard,
     Interrupted,
+    RaiseSignals,
     RunRecorder,
     StopOnNaN,
     collapse_advice,
@@ -198,15 +200,16 @@ def _pretrain(config, workdir, overwrite, extend, progress_bar: bool) -> Pretrai
                 steps_per_epoch,
                 run_dir.path,
             )
-            model.fit(
-                train_data,
-                epochs=config.epochs,
-                initial_epoch=epochs_done,
-                steps_per_epoch=steps_per_epoch,
-                callbacks=callbacks,
-                verbose=1 if progress_bar else 0,  # EpochLog prints the epoch lines
-                shuffle=False,  # make_dataset reshuffles every epoch
-            )
+            with signals.deferred():
+                model.fit(
+                    train_data,
+                    epochs=config.epochs,
+                    initial_epoch=epochs_done,
+                    steps_per_epoch=steps_per_epoch,
+                    callbacks=callbacks,
+                    verbose=1 if progress_bar else 0,  # EpochLog prints the epoch lines
+                    shuffle=False,  # make_dataset reshuffles every epoch
+                )
         raise_on_failure(config, policy, *guards)
         export_run(model, run_dir.export_dir)
         if not is_chief(strategy):  # its files duplicate the chief's; written for the collectives
@@ -477,7 +480,7 @@ def make_callbacks(
     callbacks += [collapse_guard, nan_guard, recorder, board]
     if progress_bar:  # Keras's bar, finished before the epoch line below is printed
         callbacks.append(keras.callbacks.ProgbarLogger())
-    callbacks.append(EpochLog(config.epochs))
+    callbacks += [EpochLog(config.epochs), RaiseSignals()]
     return callbacks, (nan_guard, collapse_guard)
 
 
