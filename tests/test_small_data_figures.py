@@ -79,3 +79,23 @@ def test_training_curves_of_a_run_without_monitor_say_so():
     figure = plots.training_curves_figure(rows)
     texts = [text.get_text() for ax in figure.axes for text in ax.texts]
     assert any(text.startswith("no kNN monitor in this run") for text in texts)
+
+
+def test_full_linear_protocol_skips_crop_and_flip_on_digits_upscaled_from_8x8(model):
+    """On digits the full protocol's crop and flip cost 20+ points (README, Evaluation): it
+    trains on the images as they are, lands on the features mode's figure and says why."""
+    figures = {}
+    for mode in ("features", "full"):
+        settings = ProtocolSettings(protocols=("linear",), linear=mode, linear_epochs=2)
+        result = carl_tf.evaluate(model, dataset="digits", holdout=0.2, settings=settings)
+        figures[mode] = result.figures["linear_top1"]
+    assert figures["full"] == pytest.approx(figures["features"], abs=0.2)
+    assert result.settings["linear_augment"] is False
+    assert any("upscaled from 8x8 to 16x16" in note for note in result.notes)
+
+
+def test_full_linear_protocol_crops_and_flips_images_at_their_own_resolution(model, npz):
+    settings = ProtocolSettings(protocols=("linear",), linear="full", linear_epochs=1)
+    result = carl_tf.evaluate(model, dataset=npz, holdout=0.25, settings=settings)
+    assert result.settings["linear_augment"] is True
+    assert not any("without the protocol's random crop" in note for note in result.notes)

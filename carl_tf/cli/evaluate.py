@@ -64,7 +64,8 @@ _LINEAR = flags.DEFINE_enum(
     "features (default): the probe trains on features computed once, no augmentation; "
     "seconds to minutes. full: MoCo's linear protocol of the paper's Table 1 (random crop and "
     "flip through the frozen backbone every step), 10-30x slower; on CIFAR-10 the two agreed "
-    "within 0.4 points. full flips the images, which suits natural photos, not digits or text.",
+    "within 0.4 points. full flips the images, which suits natural photos, not digits or text; "
+    "images upscaled from under 16 px a side (the 8x8 digits) are probed without crop and flip.",
 )
 _LINEAR_EPOCHS = flags.DEFINE_integer(
     "linear_epochs", 100, "Linear probe epochs (rate x0.1 at 60% and 80%)."

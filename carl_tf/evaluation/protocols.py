@@ -64,6 +64,7 @@ def run_protocols(
     *,
     num_classes: int,
     settings: ProtocolSettings,
+    augment: bool = True,
 ) -> Evaluation:
     """Runs the chosen protocols on a frozen backbone (and its assigner).
 
@@ -76,6 +77,8 @@ def run_protocols(
         test: Labelled images `(N_test, H, W, 3)`, `(N_test,)` every figure is scored on.
         num_classes: Number of classes (k-means uses it as K).
         settings: The protocols and their settings.
+        augment: Whether the full linear protocol crops and flips the training images (see
+            `carl_tf.evaluation.linear_eval.augments_images`).
 
     Returns:
         The figures (`knn_top1`, `knn20_top1`, `linear_top1`, `linear_top5`, `nmi`, `ari`,
@@ -112,7 +115,7 @@ def run_protocols(
             seed=settings.seed,
         )
         if settings.linear == "full":
-            scores = linear_probe(backbone, *train, *test, **options)
+            scores = linear_probe(backbone, *train, *test, augment=augment, **options)
         else:
             scores = linear_probe_on_features(
                 train_features, train_labels, test_features, test_labels, **options
