@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 
+from carl_tf.errors import UsageError
 from carl_tf.method import backbones
 from carl_tf.method.normalization import FusedBatchNormalization, batch_norm
 
@@ -239,3 +240,24 @@ def test_odd_batch_trains():
     images = np.random.default_rng(0).uniform(0, 255, (5, 32, 32, 3)).astype("float32")
     history = model.fit(images, np.zeros((5, 2)), batch_size=5, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
+
+
+def test_a_keras_application_is_a_backbone_behind_its_own_preprocessing(tmp_path):
+    backbone = backbones.build_backbone("keras:MobileNetV3Small", image_size=32)
+    images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    features = backbone(images, training=False)
+    assert features.shape == (2, backbones.feature_dim(backbone)) and features.dtype == "float32"
+    assert backbone.get_layer("preprocess").application == "MobileNetV3Small"
+    path = str(tmp_path / "mobilenet.keras")
+    backbone.save(path)
+    restored = keras.saving.load_model(path)
+    np.testing.assert_array_equal(restored(images, training=False), features)
+
+
+def test_an_unknown_keras_application_names_the_nearest_and_what_is_accepted():
+    with pytest.raises(
+        UsageError, match=r"no 'MobileNetV3Smal'; did you mean keras:MobileNetV3Small"
+    ):
+        backbones.build_backbone("keras:MobileNetV3Smal")
+    with pytest.raises(UsageError, match=r"cannot take 16x16 images"):
+        backbones.build_backbone("keras:MobileNetV3Small", image_size=16)

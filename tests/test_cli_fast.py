@@ -28,7 +28,8 @@ def run_timed(script: str, *args: str) -> tuple[subprocess.CompletedProcess, flo
     "script, args, message",
     [
         ("train.py", ["--bogus=1"], "Unknown command line flag 'bogus'"),
-        ("train.py", ["--backbone=resnet9"], "--backbone=resnet9"),
+        ("train.py", ["--backbone=resnet9"], "resnet50, or keras:NAME for a keras.applications"),
+        ("train.py", ["--backbone=keras:mobilenet"], "got 'keras:mobilenet'; fix --backbone"),
         ("train.py", ["--epochs=0"], "epochs must be at least 1, got 0; fix --epochs"),
         ("train.py", ["--config.momentum=-1"], "fix --config.momentum"),
         ("train.py", ["--config.momentm=0.5"], "did you mean momentum"),

@@ -18,7 +18,7 @@ from ml_collections import config_flags
 
 from carl_tf.cli.common import load_keras, parse_flags, run_main
 from carl_tf.errors import UsageError
-from carl_tf.run.choices import PRECISIONS, STRATEGIES
+from carl_tf.run.choices import BACKBONES, PRECISIONS, STRATEGIES
 from carl_tf.run.config import unknown_field_error, validate_config
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -68,8 +68,12 @@ OVERRIDES = {
     "learning_rate": flags.DEFINE_float(
         "learning_rate", None, "SGD learning rate at batch 256; scaled by batch_size/256."
     ),
-    "backbone": flags.DEFINE_enum(
-        "backbone", None, ["resnet18", "resnet34", "resnet50"], "Backbone architecture."
+    "backbone": flags.DEFINE_string(
+        "backbone",
+        None,
+        f"Backbone: {', '.join(BACKBONES)}, or keras:NAME for any keras.applications "
+        "constructor with fresh weights behind its own preprocessing (keras:MobileNetV3Small; "
+        "most need --image_size of 32 or more, and --backbone_width does not apply).",
     ),
     "backbone_width": flags.DEFINE_integer(
         "backbone_width", None, "Base channels of the ResNet (64 standard; 16 for CPU runs)."

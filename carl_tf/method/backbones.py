@@ -10,16 +10,23 @@ a Keras functional model that
   backbones need no separate preprocessing,
 * returns globally average-pooled features of shape `(batch, feature_dim)`.
 
+`keras:NAME` wraps any `keras.applications` constructor (e.g. `keras:MobileNetV3Small`) the same
+way: fresh weights (`weights=None`), the application's own `preprocess_input` inside the model,
+average-pooled features in float32 (`keras_application`).
+
 Example:
     >>> backbone = build_backbone("resnet18", width=16, image_size=32)
     >>> feature_dim(backbone)
     128
 """
 
+import difflib
+import importlib
 from collections.abc import Callable
 
 import keras
 
+from carl_tf.errors import UsageError
 from carl_tf.method.normalization import NormFactory, batch_norm
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -202,6 +209,101 @@ def resnet50(**kwargs) -> keras.Model:
 
 
 BACKBONES = {"resnet18": resnet18, "resnet34": resnet34, "resnet50": resnet50}
+# `keras:NAME` names the `keras.applications` constructor NAME.
+KERAS_PREFIX = "keras:"
+
+
+def keras_applications() -> list[str]:
+    """The `keras.applications` constructors this Keras has, e.g. `MobileNetV3Small`."""
+    return sorted(
+        name
+        for name in dir(keras.applications)
+        if name[:1].isupper() and callable(getattr(keras.applications, name))
+    )
+
+
+def _application(name: str) -> Callable[..., keras.Model]:
+    """The constructor `keras.applications.NAME`.
+
+    Raises:
+        UsageError: If this Keras has no such application, naming the nearest ones.
+    """
+    known = keras_applications()
+    if name not in known:
+        nearest = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+        hint = f"did you mean {', '.join(KERAS_PREFIX + n for n in nearest)}? " if nearest else ""
+        raise UsageError(
+            f"keras.applications has no {name!r}; {hint}backbone must be one of "
+            f"{', '.join(BACKBONES)} or keras:NAME with NAME one of {', '.join(known)}"
+        )
+    return getattr(keras.applications, name)
+
+
+@keras.saving.register_keras_serializable(package="carl_tf")
+class ApplicationPreprocess(keras.layers.Layer):
+    """The `preprocess_input` of a `keras.applications` model, as a layer a `.keras` file names.
+
+    Maps float images in [0, 255] to the input the application expects (scaled to [-1, 1],
+    caffe's BGR mean subtraction, or unchanged for the applications that rescale inside).
+
+    Args:
+        application: Name of the `keras.applications` constructor, e.g. `MobileNetV3Small`.
+        **kwargs: Base `keras.layers.Layer` arguments.
+    """
+
+    def __init__(self, application: str, **kwargs):
+        super().__init__(**kwargs)
+        self.application = application
+        module = importlib.import_module(_application(application).__module__)
+        self._preprocess = module.preprocess_input
+
+    def call(self, images):
+        return self._preprocess(images)
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return input_shape
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "application": self.application}
+
+
+def keras_application(name: str, *, image_size: int) -> keras.Model:
+    """A `keras.applications` model as a backbone: fresh weights, its own preprocessing.
+
+    The application's batch normalization keeps its own settings (momentum 0.99, not
+    synchronized across replicas), so its moving statistics lag the training batches over the
+    first epochs more than the built-in ResNets' (momentum 0.9); the inference-mode figures of
+    a short run (the kNN monitor, `val_prototypes_in_use`) read lower until they catch up.
+
+    Args:
+        name: The constructor's name in `keras.applications`, e.g. `MobileNetV3Small`.
+        image_size: Side length of the square input images; most applications need 32 or more.
+
+    Returns:
+        A functional model mapping float images in [0, 255] of shape
+        `(batch, image_size, image_size, 3)` to average-pooled features `(batch, D)` in float32.
+
+    Raises:
+        UsageError: For a name `keras.applications` lacks, or an image size it refuses.
+    """
+    constructor = _application(name)
+    images = keras.Input(shape=(image_size, image_size, 3), dtype="float32", name="images")
+    preprocessed = ApplicationPreprocess(name, name="preprocess")(images)
+    try:
+        network = constructor(
+            include_top=False,
+            weights=None,
+            input_tensor=preprocessed,
+            input_shape=(image_size, image_size, 3),
+            pooling="avg",
+        )
+    except ValueError as error:  # e.g. "Input size must be at least 32x32"
+        raise UsageError(
+            f"keras.applications.{name} cannot take {image_size}x{image_size} images: {error}"
+        ) from error
+    # Features leave the backbone (kNN, export) in float32 under every policy.
+    features = keras.layers.Activation("linear", dtype="float32", name="features")(network.output)
+    return keras.Model(images, features, name=name.lower())
 
 
 def build_backbone(
@@ -214,20 +316,29 @@ def build_backbone(
     """Builds a backbone by config name, with the stem chosen from `image_size`.
 
     Args:
-        name: "resnet18", "resnet34" or "resnet50".
-        width: Base channel count (see `resnet`).
+        name: "resnet18", "resnet34", "resnet50", or `keras:NAME` for the
+            `keras.applications` constructor NAME (see `keras_application`).
+        width: Base channel count (see `resnet`); not used by `keras:` backbones.
         image_size: Side length of the square input images.
-        norm_layer: Factory of the normalization layers (see `resnet`).
+        norm_layer: Factory of the normalization layers (see `resnet`); `keras:` backbones
+            keep their own batch normalization.
 
     Returns:
         The backbone model, images `(batch, image_size, image_size, 3)` in
         [0, 255] to features `(batch, feature_dim)`.
 
     Raises:
-        ValueError: If `name` is not a known backbone.
+        UsageError: If `name` is not a known backbone (a `ValueError`).
     """
+    if name.startswith(KERAS_PREFIX):
+        if norm_layer is not None:
+            raise ValueError(f"{name} keeps its own batch normalization; pass no norm_layer")
+        return keras_application(name[len(KERAS_PREFIX) :], image_size=image_size)
     if name not in BACKBONES:
-        raise ValueError(f"Unknown backbone {name!r}; expected one of: {', '.join(BACKBONES)}.")
+        raise UsageError(
+            f"Unknown backbone {name!r}; expected one of: {', '.join(BACKBONES)}, or "
+            "keras:NAME for a keras.applications constructor (e.g. keras:MobileNetV3Small)."
+        )
     return BACKBONES[name](
         width=width,
         stem="auto",

@@ -7,6 +7,8 @@ the method's (`tests/test_cli_fast.py` checks that these match them).
 """
 
 BACKBONES = ("resnet18", "resnet34", "resnet50")
+# Any keras.applications constructor, by name: keras:MobileNetV3Small.
+KERAS_BACKBONE_PATTERN = r"keras:[A-Z][A-Za-z0-9]*"
 POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
 PRECISIONS = ("auto",) + POLICIES
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")

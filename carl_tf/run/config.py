@@ -8,6 +8,7 @@ setting that cannot train is refused before a run directory is created, changed 
 import difflib
 import json
 import math
+import re
 from collections.abc import Callable
 
 import ml_collections
@@ -15,6 +16,7 @@ import ml_collections
 from carl_tf.errors import RunDirectoryError, UsageError
 from carl_tf.run.choices import (
     BACKBONES,
+    KERAS_BACKBONE_PATTERN,
     PRECISIONS,
     STRATEGIES,
     WEIGHT_DECAY_MODES,
@@ -85,6 +87,19 @@ def _text(allow_empty: bool = False):
     return check
 
 
+def _backbone(value):
+    """A built-in ResNet, or `keras:NAME` for the `keras.applications` constructor NAME (whether
+    Keras has NAME is checked when the backbone is built, once Keras has loaded)."""
+    if value in BACKBONES or (
+        isinstance(value, str) and re.fullmatch(KERAS_BACKBONE_PATTERN, value) is not None
+    ):
+        return None
+    return (
+        f"must be one of {', '.join(BACKBONES)}, or keras:NAME for a keras.applications "
+        f"constructor (e.g. keras:MobileNetV3Small), got {value!r}"
+    )
+
+
 def _one_of(choices):
     def check(value):
         return None if value in choices else f"must be one of {', '.join(choices)}, got {value!r}"
@@ -105,7 +120,7 @@ FIELDS: dict[str, Callable[[object], str | None]] = {
     "memory_budget_mb": _real(0.0, open_low=True),
     "split_seed": _integer(0),
     "image_size": _integer(1),
-    "backbone": _one_of(tuple(BACKBONES)),
+    "backbone": _backbone,
     "backbone_width": _integer(1),
     "projection_hidden_dim": _integer(1),
     "projection_hidden_layers": _integer(0),
