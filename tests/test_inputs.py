@@ -126,3 +126,26 @@ def test_train_on_batch_takes_images_and_view_pairs():
         figures = model.train_on_batch(batch, return_dict=True)
         assert np.isfinite(figures["loss"])
     assert int(model.optimizer.iterations.numpy()) == 2
+
+
+def unknown_channels(batch):
+    """A dataset of one batch whose static channel count is None, as decode_png's without
+    `channels=`."""
+    spec = tf.TensorSpec((None, 16, 16, None), tf.uint8)
+    return tf.data.Dataset.from_generator(lambda: iter([batch]), output_signature=spec)
+
+
+def test_a_channel_count_unknown_at_trace_time_is_checked_at_run_time():
+    """A model fit on RGB and then on single-channel images retraces with the channel dimension
+    None, as does a tf.data batch decoded without `channels=`: both train."""
+    model = small_carl()
+    model.fit(images(), batch_size=16, epochs=1, verbose=0)
+    history = model.fit(images(channels=1), batch_size=16, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    unknown = unknown_channels(images(channels=1))
+    assert unknown.element_spec.shape[-1] is None
+    history = model.fit(unknown, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    two_channels = unknown_channels(images(channels=2))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="1 or 3 channels"):
+        model.fit(two_channels, epochs=1, verbose=0)

@@ -94,13 +94,42 @@ def as_crop_pairs(crops):
 
 
 def as_rgb(images):
-    """`images` with 3 channels: single-channel images are repeated, RGB kept."""
+    """`images` with 3 channels: single-channel images are repeated, RGB kept.
+
+    A channel count unknown when the step is traced (a model fit on RGB and then on
+    single-channel images retraces with it None, as do `tf.data` images decoded without
+    `channels=`) is checked when the step runs.
+    """
     shape = tuple(images.shape)
+    if len(shape) == 4 and shape[-1] is None:
+        return _rgb_at_run_time(images)
     if len(shape) != 4 or shape[-1] not in (1, 3):
         raise ValueError(f"got a batch of shape {shape}; CARL.fit takes {ACCEPTED}")
     if shape[-1] == 1:
         return ops.repeat(images, 3, axis=-1)
     return images
+
+
+def _rgb_at_run_time(images):
+    """`as_rgb` for images `(N, H, W, None)`, whose channels only the running step knows.
+
+    Raises:
+        tf.errors.InvalidArgumentError: When the step runs on images of neither 1 nor 3
+            channels.
+    """
+    import tensorflow as tf  # only TensorFlow traces a step without the channel count
+
+    channels = tf.shape(images)[-1]
+    check = tf.debugging.assert_equal(
+        tf.logical_or(channels == 1, channels == 3),
+        True,
+        message=f"images must have 1 or 3 channels; CARL.fit takes {ACCEPTED}",
+    )
+    with tf.control_dependencies([check]):
+        rgb = tf.cond(
+            channels == 1, lambda: tf.repeat(images, 3, axis=-1), lambda: tf.identity(images)
+        )
+    return tf.ensure_shape(rgb, [*images.shape[:3], 3])
 
 
 def looks_unit_range(images) -> bool:
