@@ -12,7 +12,7 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from carl_tf.evaluation import linear_eval
 from carl_tf.evaluation.clustering import cluster_accuracy, clustering_scores, kmeans_scores
 from carl_tf.evaluation.features import extract_dataset_features, extract_features
-from carl_tf.evaluation.knn import knn_accuracy, knn_predict
+from carl_tf.evaluation.knn import block_shape, knn_accuracy, knn_predict
 from carl_tf.evaluation.linear_eval import (
     linear_probe,
     linear_probe_on_features,
@@ -365,3 +365,51 @@ def test_knn_on_random_features_matches_tensorflow():
     expected = _tensorflow_knn(bank, bank_labels, queries, 200, 0.1, 10)
     np.testing.assert_array_equal(predictions, expected)
     assert predictions.dtype == np.int64
+    # 0.01 MiB: blocks of 1 query by 655 bank rows, the k nearest merged over two chunks.
+    assert block_shape(300, 1000, 0.01) == (1, 655)
+    chunked = knn_predict(bank, bank_labels, queries, k=200, memory_budget_mb=0.01)
+    np.testing.assert_array_equal(chunked, predictions)
+
+
+def test_ties_across_bank_chunks_go_to_the_lower_bank_index():
+    # Axis-aligned unit vectors: every similarity is exactly 0 or 1 whatever the matrix
+    # product's blocking (a sum of rounded terms could differ in the last bit between blocks
+    # of other shapes), so the neighbours chosen among the many equal ones decide the vote.
+    rng = np.random.default_rng(5)
+    bank = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 400)]
+    bank_labels = rng.integers(0, 6, 400)
+    queries = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 150)]
+    assert block_shape(150, 400, 0.005) == (1, 327)  # two bank chunks
+    for k in (1, 7, 50, 400):
+        whole = knn_predict(bank, bank_labels, queries, k=k)
+        chunked = knn_predict(bank, bank_labels, queries, k=k, memory_budget_mb=0.005)
+        np.testing.assert_array_equal(chunked, whole, err_msg=f"k={k}")
+        brute = _stable_brute_force_knn(bank, bank_labels, queries, k, 0.1, 6)
+        np.testing.assert_array_equal(whole, brute, err_msg=f"k={k}")
+
+
+def test_the_knn_block_shrinks_with_the_budget():
+    budgets = (64, 16, 4, 1)
+    shapes = [block_shape(512, 40_000, budget) for budget in budgets]
+    assert shapes == [(512, 8192), (512, 2048), (256, 1024), (64, 1024)]
+    assert all(rows * cols * 16 <= mb * (1 << 20) for (rows, cols), mb in zip(shapes, budgets))
+    assert block_shape(300, 1000, 1024) == (300, 1000)  # one block: the unblocked computation
+
+
+def test_knn_peak_memory_does_not_grow_with_the_bank():
+    """With a 16 MiB budget a 40k bank peaked 334 MB above a 4k one; now the difference is the
+    bank's own normalized copy."""
+    import tracemalloc
+
+    rng = np.random.default_rng(4)
+    queries = rng.normal(size=(512, 16)).astype(np.float32)
+    peaks = {}
+    for size in (4_000, 40_000):
+        bank = rng.normal(size=(size, 16)).astype(np.float32)
+        labels = rng.integers(0, 10, size)
+        tracemalloc.start()
+        knn_predict(bank, labels, queries, k=200, memory_budget_mb=16)
+        peaks[size] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    bank_copy = 40_000 * 16 * 4
+    assert peaks[40_000] - peaks[4_000] < 2 * bank_copy, peaks

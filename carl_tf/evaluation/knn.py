@@ -10,6 +10,31 @@ In NumPy, so it runs under every Keras backend and without TensorFlow; float32 t
 
 import numpy as np
 
+# Bytes per cell of a `(query rows, bank columns)` similarity block while it is scored: the
+# float32 similarities, `np.partition`'s copy, two boolean masks and the gathered values.
+_BYTES_PER_CELL = 16
+# The similarity blocks' default memory (`memory_budget_mb`), whatever the bank's size.
+DEFAULT_BLOCK_MB = 64.0
+
+
+def block_shape(
+    num_queries: int, bank_size: int, memory_budget_mb: float, max_rows: int = 512
+) -> tuple[int, int]:
+    """`(query rows, bank columns)` of the similarity blocks that fit in `memory_budget_mb`.
+
+    Args:
+        num_queries: N_test.
+        bank_size: N_train.
+        memory_budget_mb: Memory the blocks may take, in MiB.
+        max_rows: Most query rows per block.
+
+    Returns:
+        Rows and columns, each at least 1: the whole bank in one block when it fits.
+    """
+    cells = max(1, int(memory_budget_mb * (1 << 20)) // _BYTES_PER_CELL)
+    rows = max(1, min(max_rows, num_queries, cells // min(bank_size, 1024)))
+    return rows, max(1, min(bank_size, cells // rows))
+
 
 def knn_predict(
     train_features: np.ndarray,
@@ -20,14 +45,16 @@ def knn_predict(
     temperature: float = 0.1,
     num_classes: int | None = None,
     batch_size: int = 512,
+    memory_budget_mb: float = DEFAULT_BLOCK_MB,
 ) -> np.ndarray:
     """Predicts a class for each test feature by a similarity-weighted vote of its neighbours.
 
     With s_j the cosine similarity of a test feature to its j-th nearest bank feature and y_j
     that neighbour's label, the score of class c is sum_j [y_j = c] exp(s_j / T), and the
-    prediction is the class of highest score (the lowest class id on a tie). Test rows are
-    processed `batch_size` at a time, so memory holds a `(batch_size, N_train)` similarity block
-    rather than the full matrix (50,000 x 50,000 floats are 10 GB).
+    prediction is the class of highest score (the lowest class id on a tie). Similarities are
+    computed a block of test rows by a chunk of bank features at a time (`block_shape`), each
+    chunk's k nearest merged into the running k nearest, so memory holds a block within
+    `memory_budget_mb` whatever the bank's size (50,000 x 50,000 floats are 10 GB).
 
     Args:
         train_features: Bank features `(N_train, D)`.
@@ -36,7 +63,8 @@ def knn_predict(
         k: Neighbours per query; clipped to N_train.
         temperature: T in exp(s / T); smaller values let the nearest neighbours dominate.
         num_classes: Number of classes; defaults to max(train_labels) + 1.
-        batch_size: Test rows per similarity block.
+        batch_size: Most test rows per similarity block.
+        memory_budget_mb: Memory the similarity blocks may take, in MiB.
 
     Returns:
         Predicted labels `(N_test,)` int64.
@@ -45,19 +73,49 @@ def knn_predict(
         num_classes = int(np.max(train_labels)) + 1
     k = min(k, len(train_features))
     bank = _l2_normalize(train_features)
-    # (N_train, num_classes): the one-hot vote of every bank feature.
-    votes = np.eye(num_classes, dtype=np.float32)[np.asarray(train_labels, np.int64)]
+    labels = np.asarray(train_labels, np.int64)
+    rows, columns = block_shape(len(test_features), len(bank), memory_budget_mb, batch_size)
     predictions = []
-    for start in range(0, len(test_features), batch_size):
-        similarities = _l2_normalize(test_features[start : start + batch_size]) @ bank.T
-        neighbours = _top_k_mask(similarities, k)
+    for start in range(0, len(test_features), rows):
+        queries = _l2_normalize(test_features[start : start + rows])
+        similarities, indices = _nearest(queries, bank, k, columns)
         # Shifting by each row's top similarity scales all its class scores by one factor, which
         # keeps the argmax and keeps exp() finite for small T (exp(1 / 0.01) overflows float32).
-        top = similarities.max(axis=1, keepdims=True)
-        weights = np.exp((similarities - top) / np.float32(temperature), dtype=np.float32)
-        scores = np.where(neighbours, weights, np.float32(0)) @ votes
-        predictions.append(np.argmax(scores, axis=1))
+        weights = np.exp(
+            (similarities - similarities[:, :1]) / np.float32(temperature), dtype=np.float32
+        )
+        cells = np.arange(len(queries))[:, None] * num_classes + labels[indices]
+        scores = np.bincount(cells.ravel(), weights.ravel(), len(queries) * num_classes)
+        predictions.append(np.argmax(scores.reshape(len(queries), num_classes), axis=1))
     return np.concatenate(predictions, axis=0).astype(np.int64)
+
+
+def _nearest(
+    queries: np.ndarray, bank: np.ndarray, k: int, columns: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The k most similar bank rows of each query, `columns` bank rows at a time.
+
+    Returns:
+        Similarities `(n, k)` in descending order, equal ones by ascending bank index (the
+        neighbours `tf.math.top_k` picks), and their bank indices `(n, k)`.
+    """
+    best = np.empty((len(queries), 0), np.float32)
+    best_indices = np.empty((len(queries), 0), np.int64)
+    for start in range(0, len(bank), columns):
+        similarities = queries @ bank[start : start + columns].T
+        chunk_k = min(k, similarities.shape[1])
+        mask = _top_k_mask(similarities, chunk_k)
+        # Row-major order keeps each row's chosen entries in bank order.
+        values = similarities[mask].reshape(len(queries), chunk_k)
+        indices = np.nonzero(mask)[1].reshape(len(queries), chunk_k) + start
+        # The running best come first and are sorted with equal values by index; every index of
+        # this chunk is higher. A stable sort therefore keeps the lower index first on a tie.
+        values = np.concatenate([best, values], axis=1)
+        indices = np.concatenate([best_indices, indices], axis=1)
+        order = np.argsort(-values, axis=1, kind="stable")[:, :k]
+        best = np.take_along_axis(values, order, axis=1)
+        best_indices = np.take_along_axis(indices, order, axis=1)
+    return best, best_indices
 
 
 def _l2_normalize(features: np.ndarray) -> np.ndarray:
@@ -95,6 +153,7 @@ def knn_accuracy(
     temperature: float = 0.1,
     num_classes: int | None = None,
     batch_size: int = 512,
+    memory_budget_mb: float = DEFAULT_BLOCK_MB,
 ) -> float:
     """Top-1 accuracy of `knn_predict` on labelled test features.
 
@@ -106,7 +165,8 @@ def knn_accuracy(
         k: Neighbours per query; clipped to N_train.
         temperature: T in the vote weight exp(s / T).
         num_classes: Number of classes; defaults to max(train_labels) + 1.
-        batch_size: Test rows per similarity block.
+        batch_size: Most test rows per similarity block.
+        memory_budget_mb: Memory the similarity blocks may take, in MiB (`block_shape`).
 
     Returns:
         Accuracy in percent.
@@ -119,5 +179,6 @@ def knn_accuracy(
         temperature=temperature,
         num_classes=num_classes,
         batch_size=batch_size,
+        memory_budget_mb=memory_budget_mb,
     )
     return 100.0 * float(np.mean(predictions == np.asarray(test_labels)))

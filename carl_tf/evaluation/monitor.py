@@ -7,7 +7,7 @@ import keras
 import numpy as np
 
 from carl_tf.evaluation.features import extract_dataset_features, extract_features
-from carl_tf.evaluation.knn import knn_accuracy
+from carl_tf.evaluation.knn import DEFAULT_BLOCK_MB, knn_accuracy
 
 
 class KNNMonitor(keras.callbacks.Callback):
@@ -27,6 +27,8 @@ class KNNMonitor(keras.callbacks.Callback):
         k: Neighbours that vote.
         temperature: T of the vote weight exp(similarity / T).
         epochs: The run's last epoch, always measured; default: the `epochs` of `fit`.
+        memory_budget_mb: Memory the vote's similarity blocks may take, in MiB; the blocks
+            are sized to it whatever the bank's size (`carl_tf.evaluation.knn.block_shape`).
 
     Example:
         >>> monitor = carl_tf.KNNMonitor((x_train, y_train), (x_val, y_val), every=5)
@@ -42,12 +44,14 @@ class KNNMonitor(keras.callbacks.Callback):
         k: int = 200,
         temperature: float = 0.1,
         epochs: int | None = None,
+        memory_budget_mb: float = DEFAULT_BLOCK_MB,
     ):
         super().__init__()
         if int(every) < 1:
             raise ValueError(f"every must be at least 1 epoch, got {every}")
         self.bank, self.queries = bank, queries
         self.every, self.epochs, self.k, self.temperature = int(every), epochs, k, temperature
+        self.memory_budget_mb = memory_budget_mb
 
     def measure(self) -> float:
         """kNN top-1 of the model's backbone as it is now, in percent."""
@@ -60,6 +64,7 @@ class KNNMonitor(keras.callbacks.Callback):
             query_labels,
             k=self.k,
             temperature=self.temperature,
+            memory_budget_mb=self.memory_budget_mb,
         )
 
     def on_epoch_end(self, epoch, logs=None):
