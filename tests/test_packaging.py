@@ -138,6 +138,27 @@ def test_import_carl_tf_leaves_stderr_and_the_heavy_modules_alone():
 
 
 @pytest.mark.slow
+def test_a_user_script_gets_each_tensorflow_notice_once_after_import_carl_tf():
+    """TensorFlow 2.21 prints its oneDNN and CUDA notices twice when imported alone; a script
+    that imports carl_tf and then TensorFlow, or loads Keras as the programs do, gets each once."""
+
+    def repeated(stderr: str) -> list[str]:
+        messages = [line.split("] ", 1)[1] for line in stderr.splitlines() if "] " in line[:80]]
+        return [m for m in set(messages) if messages.count(m) > 1]
+
+    plain = python("import tensorflow")
+    if not repeated(plain.stderr):
+        pytest.skip("this TensorFlow prints no notice twice")
+    for code in (
+        "import carl_tf, tensorflow, keras",
+        "from carl_tf.cli import common; common.load_keras(); import tensorflow",
+    ):
+        result = python(code)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert repeated(result.stderr) == [], (code, result.stderr)
+
+
+@pytest.mark.slow
 def test_the_entry_points_quiet_tensorflows_start_up():
     result = subprocess.run(
         [sys.executable, os.path.join(REPO, "train.py"), "--help"],
