@@ -5,8 +5,10 @@
 Runs `carl-train` (the program of `python train.py`) with TRAIN_FLAGS in this process, and when
 it exits 0 loads the run's `export/carl.keras` and saves to OUT.npz, for the fixed `images()`,
 the model's assignments (`probabilities`, `(N, K)`) and the backbone's features (`features`,
-`(N, D)`), so the test process can compare them with the same file loaded under TensorFlow. The
-exit code is train.py's. One process pays JAX's start-up and compilation once for both.
+`(N, D)`), so the test process can compare them with the same file loaded under TensorFlow, and
+whether XLA compiles the step of the model built from the digits smoke preset in this backend
+(`model_jit_compile`) although the preset's `jit_compile` (`preset_jit_compile`) is off. The
+exit code is train.py's. One process pays JAX's start-up and compilation once for all of it.
 """
 
 import sys
@@ -28,7 +30,9 @@ def main(out: str, flags: list[str]) -> int:
 
     import carl_tf  # noqa: F401  (registers carl_tf's classes for load_model)
     from carl_tf.cli.train import run
+    from carl_tf.configs.digits import get_config
     from carl_tf.run.rundir import RunDirectory
+    from carl_tf.training.pretrain import build_model
 
     sys.argv = ["train.py", *flags]
     try:
@@ -38,10 +42,13 @@ def main(out: str, flags: list[str]) -> int:
             return done.code
     workdir = next(flag.split("=", 1)[1] for flag in flags if flag.startswith("--workdir="))
     model = keras.saving.load_model(RunDirectory(workdir).model_export)
+    smoke = get_config("smoke")
     np.savez(
         out,
         probabilities=model.predict(images(), verbose=0),
         features=model.backbone.predict(images(), verbose=0),
+        preset_jit_compile=smoke.jit_compile,
+        model_jit_compile=build_model(smoke, steps_per_epoch=2).jit_compile,
     )
     return 0
 

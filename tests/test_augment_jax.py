@@ -5,14 +5,14 @@ each test compares one of them with the same computation in this (TensorFlow) pr
 same inputs and drawn parameters (`augment_jax_job.make_inputs`).
 """
 
+import augment_jax_job as job
 import numpy as np
 import pytest
 import scipy.stats
 import tensorflow as tf
+from jax_support import requires_jax, run_under_jax
 
 from carl_tf.method import augment
-from tests import augment_jax_job as job
-from tests.jax_support import requires_jax, run_under_jax
 
 pytestmark = [requires_jax, pytest.mark.slow]  # JAX processes: the slow tier
 

@@ -10,7 +10,6 @@ import glob
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import jax_train_job as job
@@ -18,7 +17,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from jax_support import REPO, jax_environment, requires_jax, run_under_jax
+from jax_support import requires_jax, run_under_jax, start_under_jax
 from tensorboard.backend.event_processing import event_accumulator
 
 import carl_tf  # noqa: F401  (registers carl_tf's classes for load_model)
@@ -35,18 +34,6 @@ def metrics(workdir) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def start_train(workdir, *flags, without_tensorflow=False, output=subprocess.DEVNULL):
-    """Starts `python train.py` under JAX on one host device."""
-    return subprocess.Popen(
-        [sys.executable, "train.py", f"--workdir={workdir}", *flags],
-        cwd=REPO,
-        env=jax_environment(without_tensorflow=without_tensorflow),
-        stdout=output,
-        stderr=output,
-        text=True,
-    )
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Every JAX run of this file, the two without TensorFlow beside the others (JAX compiles on
@@ -56,24 +43,34 @@ def runs(tmp_path_factory):
     then the same command again through tests/jax_train_job.py, which saves what the export
     computes: (workdir, the killed run's files, the rerun's process, its npz). `digits` and
     `npz`: one-epoch runs where TensorFlow cannot be imported: (workdir, exit code, stdout,
-    stderr).
+    stderr); `digits` runs through tests/jax_train_job.py too, whose npz (`job`) also holds the
+    smoke preset's `jit_compile` and that of the model built from it in that TensorFlow-free
+    process.
     """
     tmp = tmp_path_factory.mktemp("jax_train")
     rng = np.random.default_rng(0)
     npz = tmp / "images.npz"
     np.savez(npz, x=rng.integers(0, 256, (160, 32, 32, 3), dtype=np.uint8), y=np.arange(160) % 4)
+    digits_job = str(tmp / "digits.npz")
     without = {
-        "digits": [*FLAGS, "--epochs=1"],
-        "npz": [*FLAGS, f"--dataset=npz:{npz}", "--holdout=0.2", "--batch_size=32", "--epochs=1"],
+        "digits": ["tests/jax_train_job.py", digits_job, *FLAGS, "--epochs=1"],
+        "npz": [
+            "train.py",
+            *FLAGS,
+            f"--dataset=npz:{npz}",
+            "--holdout=0.2",
+            "--batch_size=32",
+            "--epochs=1",
+        ],
     }
     started = {
-        name: start_train(tmp / name, *flags, without_tensorflow=True, output=subprocess.PIPE)
-        for name, flags in without.items()
+        name: start_under_jax([*args, f"--workdir={tmp / name}"], without_tensorflow=True)
+        for name, args in without.items()
     }
 
     workdir = str(tmp / "run")
-    flags = [*FLAGS, "--precision=float32"]
-    killed = start_train(workdir, *flags)
+    flags = [*FLAGS, "--precision=float32", f"--workdir={workdir}"]
+    killed = start_under_jax(["train.py", *flags], output=subprocess.DEVNULL)
     first_checkpoint = os.path.join(workdir, "checkpoints", "ckpt-0001.keras")
     deadline = time.time() + 400
     while not os.path.exists(first_checkpoint) and killed.poll() is None:
@@ -86,12 +83,12 @@ def runs(tmp_path_factory):
         "epochs": [int(row["epoch"]) for row in metrics(workdir)],
     }
     out = str(tmp / "jax.npz")
-    job_flags = [*flags, f"--workdir={workdir}"]
-    rerun = run_under_jax(["tests/jax_train_job.py", out, *job_flags], timeout=400)
+    rerun = run_under_jax(["tests/jax_train_job.py", out, *flags], timeout=400)
     results = {"resumed": (workdir, left, rerun, np.load(out))}
     for name, process in started.items():
         stdout, stderr = process.communicate(timeout=400)
         results[name] = (tmp / name, process.returncode, stdout, stderr)
+    results["job"] = np.load(digits_job) if os.path.exists(digits_job) else None
     return results
 
 
@@ -195,18 +192,13 @@ def test_multi_worker_is_refused_under_jax_in_one_line(tmp_path):
     assert not os.path.exists(tmp_path / "run")
 
 
-def test_the_step_is_compiled_under_jax_whatever_jit_compile_says():
+def test_the_step_is_compiled_under_jax_whatever_jit_compile_says(runs):
     """An uncompiled JAX step runs op by op (2x slower on the digits preset): `jit_compile`
     (off in every preset, for TensorFlow's CPU step) does not switch XLA off under JAX."""
-    code = (
-        "from carl_tf.configs.digits import get_config\n"
-        "from carl_tf.training.pretrain import build_model\n"
-        "config = get_config('smoke')\n"
-        "assert not config.jit_compile\n"
-        "print('jit_compile', build_model(config, steps_per_epoch=2).jit_compile)\n"
-    )
-    result = run_under_jax(["-c", code], without_tensorflow=True)
-    assert "jit_compile True" in result.stdout
+    job_outputs = runs["job"]
+    assert job_outputs is not None, runs["digits"][3][-3000:]
+    assert not job_outputs["preset_jit_compile"]
+    assert job_outputs["model_jit_compile"]
 
 
 def test_evaluate_says_in_one_line_that_it_needs_the_tensorflow_backend(tmp_path):
