@@ -65,3 +65,25 @@ def test_a_source_that_cannot_be_counted_is_a_data_error(tmp_path):
     (tmp_path / "bad.npz").write_text("not a zip")
     with pytest.raises(DataError, match="cannot read npz:"):
         count_images(f"npz:{tmp_path / 'bad.npz'}")
+
+
+def test_print_config_shows_the_defaults_sized_to_the_source(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "own.npz"
+    np.savez(path, x=np.zeros((404, 8, 8, 3), np.uint8), y=np.arange(404) % 4)
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run(
+        [sys.executable, "train.py", f"--dataset=npz:{path}", "--print_config"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    printed = json.loads(result.stdout)
+    assert (printed["holdout"], printed["batch_size"]) == (0.1, 32)
+    assert "holds 404 images, 4 classes" in result.stderr

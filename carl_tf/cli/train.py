@@ -217,13 +217,10 @@ def main(argv):
         raise UsageError(f"unexpected arguments {' '.join(argv[1:])}; flags look like --name=value")
     config, workdir = resolve_config()
     validate_config(config)  # before TensorFlow loads: a mistake is reported in a second
-    if _PRINT_CONFIG.value:
-        print(json.dumps({**config.to_dict(), "workdir": workdir}, indent=2, sort_keys=True))
-        return 0
-    load_keras()
-    from carl_tf.training.pretrain import pretrain  # the heavy part, after the flags are checked
-
+    # Sized before --print_config, which shows what the run would train with. carl_tf.data
+    # imports Keras (its array batches), so TensorFlow loads first, quietly.
     if _RESOLVED["dataset"] and _RESOLVED["dataset"].partition(":")[0] in ("folder", "npz"):
+        load_keras()
         from carl_tf.training.sizing import size_to_source
 
         fixed = _RESOLVED["config_fields"] | {f for f, flag in OVERRIDES.items() if flag.present}
@@ -231,6 +228,11 @@ def main(argv):
         if line:
             logging.getLogger("carl_tf").info(line)
             validate_config(config)
+    if _PRINT_CONFIG.value:
+        print(json.dumps({**config.to_dict(), "workdir": workdir}, indent=2, sort_keys=True))
+        return 0
+    load_keras()
+    from carl_tf.training.pretrain import pretrain  # the heavy part, after the flags are checked
 
     result = pretrain(config, workdir, overwrite=_OVERWRITE.value, extend=_EXTEND.value)
     if not result.trained:
