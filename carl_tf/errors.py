@@ -26,3 +26,9 @@ class TrainingFailed(CarlError):
 
     Nothing is exported; the checkpoints of the epochs before the failure are kept.
     """
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of another exception's message, to keep a carl_tf message on one line."""
+    lines = str(error).strip().splitlines()
+    return lines[0].rstrip(".:") if lines else type(error).__name__

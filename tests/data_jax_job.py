@@ -105,7 +105,7 @@ def main(work_dir: str) -> None:
     arrays["npz_images"], arrays["npz_labels"] = npz.arrays
 
     warnings = _Warnings()
-    logging.getLogger("carl_tf.data.sources").addHandler(warnings)
+    logging.getLogger("carl_tf.data").addHandler(warnings)
     folder = data.load_source(f"folder:{work / 'folder'}", split="all", image_size=FOLDER_SIZE)
     arrays["folder_images"], arrays["folder_labels"] = folder.arrays
     report["folder_warnings"] = warnings.messages

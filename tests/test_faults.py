@@ -31,6 +31,7 @@ from support import ENV, FINISHED_ARGS, FINISHED_EPOCHS, REPO, SMOKE, error_line
 
 import carl_tf
 from carl_tf.data import sources
+from carl_tf.data.folder_listing import list_images
 from carl_tf.errors import DataError, RunDirectoryError, UsageError
 from carl_tf.evaluation.loading import load_model
 from carl_tf.method.backbones import build_backbone
@@ -341,7 +342,7 @@ def test_symlink_loops_do_not_multiply_images(tmp_path):
     os.symlink("..", tmp_path / "a" / "sub" / "up")  # a loop through the parent
     os.symlink("sub", tmp_path / "a" / "again")  # one folder reached twice
     os.symlink("1.png", tmp_path / "a" / "link.png")  # one file reached twice
-    paths, labels, classes = sources._list_images("folder:x", str(tmp_path))
+    paths, labels, classes = list_images("folder:x", str(tmp_path))
     assert classes == ("a", "b")
     assert sorted(os.path.realpath(p) for p in paths) == sorted(
         str(tmp_path / n) for n in ("a/1.png", "a/sub/2.png", "b/3.png")
@@ -354,7 +355,7 @@ def test_one_file_under_two_labels_is_refused(tmp_path):
     png(tmp_path / "b" / "2.png")
     os.symlink(tmp_path / "a" / "1.png", tmp_path / "b" / "also.png")
     with pytest.raises(DataError, match=r"also\.png.*two labels.*remove one") as raised:
-        sources._list_images("folder:x", str(tmp_path))
+        list_images("folder:x", str(tmp_path))
     assert "\n" not in str(raised.value)
 
 

@@ -6,7 +6,7 @@ import tensorflow_datasets as tfds
 
 from carl_tf import data
 from carl_tf.configs import cifar10_cpu
-from carl_tf.data import sources
+from carl_tf.data.splits import holdout_indices
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def test_the_holdout_is_the_folders_split_of_the_train_records(tfds_dir):
         data.load_source("carl_holdout_images", split="train", data_dir=data_dir)
     )
     assert sorted(file_labels) == sorted(labels)
-    expected = sources._holdout_indices(file_labels, "test", 0.25, 3, "x")
+    expected = holdout_indices(file_labels, "test", 0.25, 3, "x")
     _, held_labels = data.source_arrays(parts["test"])
     assert np.bincount(held_labels).tolist() == [3, 2, 1]  # of 10, 6 and 4, as in a folder
     held, _ = data.source_arrays(parts["test"])

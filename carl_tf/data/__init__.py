@@ -5,8 +5,10 @@
 """
 
 from carl_tf.data.array_batches import ArrayBatches, LabelledArrayBatches, array_batches
+from carl_tf.data.image_source import ImageSource
 from carl_tf.data.pipeline import labelled_arrays, labelled_batches, make_dataset, source_arrays
-from carl_tf.data.sources import ImageSource, load_source, shard_seed, splits_by_holdout
+from carl_tf.data.sources import load_source, splits_by_holdout
+from carl_tf.data.splits import shard_seed
 from carl_tf.errors import DataError
 
 __all__ = [

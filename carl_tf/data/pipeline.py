@@ -10,14 +10,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from carl_tf.data.sources import ImageSource, Shard, require_tensorflow, shard_elements, shard_seed
+from carl_tf.data.image_source import CHUNK, ImageSource
+from carl_tf.data.optional_tensorflow import require_tensorflow
+from carl_tf.data.splits import Shard, shard_elements, shard_seed
 from carl_tf.errors import DataError
 
 if TYPE_CHECKING:
     import tensorflow as tf
-
-# Images per batch when a whole source is read into memory.
-_CHUNK = 512
 
 
 def make_dataset(
@@ -43,7 +42,7 @@ def make_dataset(
         repeat: Whether to repeat forever.
         shard: `(count, index)`: read only the index-th of `count` disjoint parts of the source,
             each `num_examples // count` images, chosen before anything is decoded (a worker's
-            share under a distribution strategy; see `carl_tf.data.sources.shard_elements`).
+            share under a distribution strategy; see `carl_tf.data.splits.shard_elements`).
 
     Returns:
         A dataset of `images` uint8 `(batch, H, W, 3)` and `labels` int32 `(batch,)`.
@@ -98,7 +97,7 @@ def source_arrays(source: ImageSource) -> tuple[np.ndarray, np.ndarray]:
         return source.arrays
     images, labels = [], []
     for image_batch, label_batch in make_dataset(
-        source, batch_size=_CHUNK, shuffle=False, drop_remainder=False
+        source, batch_size=CHUNK, shuffle=False, drop_remainder=False
     ).as_numpy_iterator():
         images.append(image_batch)
         labels.append(label_batch)

@@ -22,7 +22,8 @@ from carl_tf.errors import UsageError
 logger = logging.getLogger(__name__)
 
 FORMATS = (".csv", ".npz")
-# The extensions the folder sources read (carl_tf.data.sources).
+# The extensions the folder sources read (carl_tf.data.folder_listing.IMAGE_EXTENSIONS); a copy,
+# as importing carl_tf.data loads Keras before carl-embed has checked its paths.
 _IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 
 

@@ -23,7 +23,7 @@ import keras
 import numpy as np
 
 from carl_tf import data
-from carl_tf.data.sources import require_tensorflow
+from carl_tf.data.optional_tensorflow import require_tensorflow
 from carl_tf.errors import DataError, UsageError
 from carl_tf.method.augment import sample_crop_boxes
 

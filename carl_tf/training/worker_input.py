@@ -36,14 +36,13 @@ from typing import TYPE_CHECKING
 
 import keras
 
+from carl_tf.data.splits import Shard
 from carl_tf.errors import DataError, UsageError
 from carl_tf.run.strategy import JaxStrategy
 
 if TYPE_CHECKING:  # imported where a tf.distribute strategy is in use
     import tensorflow as tf
 
-# (count, index): the index-th of `count` disjoint equal parts of a source; (1, 0) is all of it.
-Shard = tuple[int, int]
 # (batch_size, shard) -> the repeating dataset of one input pipeline, batched at batch_size.
 BuildFn = Callable[[int, Shard], "tf.data.Dataset | keras.utils.PyDataset"]
 
