@@ -57,7 +57,9 @@ def run_main(
 
     Args:
         main: The program's body.
-        flag_name: Maps a config field to the flag that sets it, for ConfigFieldError.
+        flag_name: Maps a config field, or an argument of `carl_tf.pretrain` beside the config
+            (`workdir`, `overwrite`, `extend`), to the flag that sets it: an error that names
+            fields (`UsageError.fields`) is printed naming the flags instead.
     """
 
     def wrapped(argv: list[str]) -> int:
@@ -68,8 +70,8 @@ def run_main(
         except TrainingFailed as error:
             return _fail(str(error), EXIT_FAILED)
         except CarlError as error:  # one with `results_text` measured figures it could not save
-            if hasattr(error, "with_flag"):  # carl_tf.run.config.ConfigFieldError
-                return _fail(str(error.with_flag(flag_name(error.field))), EXIT_USAGE)
+            if getattr(error, "fields", ()):
+                error = error.with_flags(flag_name)
             return _fail(str(error), EXIT_USAGE, shown=getattr(error, "results_text", None))
         except KeyboardInterrupt as error:  # Ctrl-C, Terminated, and Interrupted from either
             return _stopped(error)

@@ -207,9 +207,14 @@ def resolve_config():
     return config, _WORKDIR.value or os.path.join("runs", _sanitize(_RESOLVED["name"]))
 
 
+# The arguments of `carl_tf.pretrain` beside the config, each set by the flag of its name.
+_PRETRAIN_ARGUMENTS = ("workdir", "overwrite", "extend")
+
+
 def flag_name(field: str) -> str:
-    """The flag that sets a config field."""
-    return f"--{field}" if field in OVERRIDES else f"--config.{field}"
+    """The flag that sets a config field or an argument of `carl_tf.pretrain`."""
+    shortcut = field in OVERRIDES or field in _PRETRAIN_ARGUMENTS
+    return f"--{field}" if shortcut else f"--config.{field}"
 
 
 def main(argv):

@@ -25,20 +25,20 @@ from carl_tf.run.choices import (
 
 
 class ConfigFieldError(UsageError):
-    """A config field whose value cannot work.
+    """A config field whose value cannot work: `{problem}; fix the config field 'FIELD'`.
 
     Attributes:
-        field: The field's name; the command line names its flag from it.
+        field: The field's name; the command line names its flag from it (`with_flags`).
         problem: What is wrong, without the fix (`momentum must be in [0, 1], got -1.0`).
     """
 
     def __init__(self, field: str, problem: str, flag: str | None = None):
-        self.field, self.problem = field, problem
-        super().__init__(f"{problem}; fix {flag or f'the config field {field!r}'}")
+        name = flag or f"the config field {field!r}"
+        super().__init__(problem, fields=(field,), names={field: name})
 
     def with_flag(self, flag: str) -> "ConfigFieldError":
         """The same error, naming `flag` as the way to fix it."""
-        return ConfigFieldError(self.field, self.problem, flag)
+        return self.with_flags(lambda field: flag)
 
 
 def _integer(low: int, high: float = math.inf) -> Callable[[object], str | None]:
