@@ -92,8 +92,9 @@ def test_digits_holdout_partitions_stratified_and_is_seeded():
     assert not np.array_equal(other.arrays[0], test.arrays[0])
     # Without a holdout, train is everything and there is no test split.
     assert data.load_source("digits").num_examples == 1797
-    with pytest.raises(data.DataError, match="--holdout"):
+    with pytest.raises(data.DataError, match="set holdout") as raised:
         data.load_source("digits", split="test")
+    assert raised.value.field == "holdout" and "--" not in str(raised.value)
 
 
 def test_class_folder_gives_sorted_class_labels_resized_rgb(class_folder):
@@ -107,7 +108,7 @@ def test_class_folder_gives_sorted_class_labels_resized_rgb(class_folder):
 
 
 def test_folder_of_different_sizes_needs_image_size(class_folder):
-    with pytest.raises(data.DataError, match="differ in size.*--image_size"):
+    with pytest.raises(data.DataError, match="differ in size.*; set image_size to resize"):
         data.load_source(f"folder:{class_folder}", split="all")
 
 
@@ -166,6 +167,16 @@ def test_bad_sources_raise_one_line_data_errors(tmp_path, spec):
     with pytest.raises(data.DataError) as error:
         data.load_source(spec.format(tmp=tmp_path))
     assert "\n" not in str(error.value) and len(str(error.value)) > 20
+
+
+def test_the_loader_names_the_field_to_fix_not_a_flag():
+    """A library user reads the argument or config field; train.py prints its flag instead."""
+    with pytest.raises(data.DataError) as raised:
+        data.load_source("digits", image_size=0)
+    assert str(raised.value) == "image size must be positive, got 0; fix image_size"
+    assert raised.value.field == "image_size"
+    flagged = raised.value.with_flags(lambda field: f"--{field}")
+    assert isinstance(flagged, data.DataError) and str(flagged).endswith("; fix --image_size")
 
 
 def test_batch_larger_than_source_is_a_data_error(tmp_path):
@@ -261,7 +272,9 @@ def test_tfds_unknown_split_lists_available_ones(tfds_data_dir):
 
 
 def test_unprepared_tfds_dataset_fails_fast_without_download(tmp_path):
-    with pytest.raises(data.DataError, match="not prepared.*--data_dir.*tfds build cifar10"):
+    with pytest.raises(
+        data.DataError, match="not prepared.*point data_dir at.*tfds build cifar10.*set download"
+    ):
         data.load_source("cifar10", data_dir=str(tmp_path))
     assert not any(tmp_path.iterdir())  # nothing was downloaded or prepared
 
@@ -272,7 +285,7 @@ def test_failed_tfds_download_is_a_data_error(tmp_path, monkeypatch):
 
     monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", offline)
     with pytest.raises(
-        data.DataError, match="could not download.*Failed to resolve.*--data_dir"
+        data.DataError, match="could not download.*Failed to resolve.*data_dir"
     ) as error:
         data.load_source("cifar10", data_dir=str(tmp_path), download=True)
     assert "\n" not in str(error.value)
@@ -280,7 +293,7 @@ def test_failed_tfds_download_is_a_data_error(tmp_path, monkeypatch):
 
 def test_tfds_holdout_cuts_only_the_train_split():
     # tests/test_tfds_holdout.py loads the two parts.
-    with pytest.raises(data.DataError, match="split 'unlabelled' needs --holdout 0"):
+    with pytest.raises(data.DataError, match="split 'unlabelled' needs holdout 0"):
         data.load_source("stl10", split="unlabelled", holdout=0.1)
 
 

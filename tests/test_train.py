@@ -177,6 +177,20 @@ def test_bad_input_raises_a_one_line_error(tmp_path, case):
     assert not os.path.exists(tmp_path / "run"), "nothing is written for a refused config"
 
 
+def test_pretrain_names_the_config_field_and_train_py_the_flag(tmp_path):
+    """The source's error names `batch_size` to `carl_tf.pretrain`'s caller; train.py maps the
+    field to its flag (`carl_tf.cli.common.run_main`) and prints `--batch_size`."""
+    from carl_tf.cli.train import flag_name
+
+    config = digits.get_config("smoke")
+    config.batch_size = 5000
+    with pytest.raises(CarlError) as raised:
+        carl_tf.pretrain(config, str(tmp_path / "run"))
+    assert raised.value.field == "batch_size"
+    assert str(raised.value).endswith("; lower batch_size") and "--" not in str(raised.value)
+    assert str(raised.value.with_flags(flag_name)).endswith("; lower --batch_size")
+
+
 @pytest.fixture(scope="module")
 def bad_input_results(tmp_path_factory):
     """Runs the bad commands of PROCESS_CASES at once (they only start up and fail)."""

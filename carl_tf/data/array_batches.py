@@ -10,7 +10,7 @@ passes joined end to end and cut into full batches.
 import keras
 import numpy as np
 
-from carl_tf.errors import DataError
+from carl_tf.data.splits import check_batch_size
 
 
 class ArrayBatches(keras.utils.PyDataset):
@@ -39,13 +39,7 @@ class ArrayBatches(keras.utils.PyDataset):
 
     def __init__(self, images: np.ndarray, batch_size: int, seed: int):
         super().__init__()
-        if batch_size < 1:
-            raise DataError(f"batch size must be positive, got {batch_size}; fix --batch_size")
-        if batch_size > len(images):
-            raise DataError(
-                f"batch size {batch_size} is larger than the {len(images)} images; lower "
-                "--batch_size"
-            )
+        check_batch_size(batch_size, len(images))
         self.images, self.batch_size, self.seed = images, batch_size, seed
         # (pass, permutation) of the last pass read: consecutive batches share it.
         self._last = (-1, None)
@@ -105,8 +99,7 @@ class LabelledArrayBatches(keras.utils.PyDataset):
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int = 256):
         super().__init__()
-        if batch_size < 1:
-            raise DataError(f"batch size must be positive, got {batch_size}; fix --batch_size")
+        check_batch_size(batch_size, len(images), whole_batches=False)
         labels = np.asarray(labels)
         self.indices = np.flatnonzero(labels >= 0)
         self.images, self.labels, self.batch_size = images, labels, batch_size

@@ -17,7 +17,7 @@ from carl_tf.data.folder_listing import list_images, os_names
 from carl_tf.data.image_source import ImageSource, LoadOptions, RecordsFn, num_classes_of
 from carl_tf.data.optional_tensorflow import require_tensorflow, tensorflow_or_none
 from carl_tf.data.splits import Shard, holdout_indices, shard_elements, shard_seed
-from carl_tf.errors import DataError
+from carl_tf.errors import DataError, UsageError
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -56,12 +56,14 @@ def load(spec: str, options: LoadOptions) -> ImageSource:
     if len(paths) * int(np.prod(folder.image_shape)) > budget:
         budget_mb = f"{budget / (1 << 20):.2f}".rstrip("0").rstrip(".")
         needed_mb = len(paths) * int(np.prod(folder.image_shape)) / (1 << 20)
-        require_tensorflow(
-            f"{folder.description}: {len(paths)} images of {folder.size[0]}x{folder.size[1]} "
-            f"({needed_mb:.3g} MiB) do not fit the memory budget (--config.memory_budget_mb="
-            f"{budget / (1 << 20):.3g}), and streaming them needs TensorFlow (pip "
-            "install tensorflow); install it or raise the budget"
-        )
+        if tensorflow_or_none() is None:
+            raise UsageError(
+                f"{folder.description}: {len(paths)} images of {folder.size[0]}x"
+                f"{folder.size[1]} ({needed_mb:.3g} MiB) do not fit the memory budget of "
+                f"{budget / (1 << 20):.3g} MiB, and streaming them needs TensorFlow",
+                "install it (pip install tensorflow) or raise memory_budget_mb",
+                fields=("memory_budget_mb",),
+            )
         logger.warning(
             "%s: %d images of %dx%d do not fit the %s MiB memory budget, so they are "
             "streamed from disk; files that cannot be decoded are skipped as they are read.",
@@ -94,7 +96,7 @@ class _Folder:
     class_names: tuple[str, ...] | None
     size: tuple[int, int]
     native_size: tuple[int, int]
-    one_size: bool  # no --image_size: every image must have the first one's size
+    one_size: bool  # no image_size given: every image must have the first one's size
     memory_budget_bytes: int
 
     @property
@@ -146,7 +148,9 @@ class _Folder:
         if any_resized and self.one_size:
             raise DataError(
                 f"the images in {self.spec} differ in size (the first is {self.size[0]}x"
-                f"{self.size[1]}); pass --image_size to resize them to one size"
+                f"{self.size[1]})",
+                "set image_size to resize them to one size",
+                fields=("image_size",),
             )
         skipped = sorted(set(range(len(paths))) - set(kept.tolist()))
         if skipped:

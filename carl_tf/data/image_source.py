@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from carl_tf.data.splits import check_batch_size
+
 if TYPE_CHECKING:
     import tensorflow as tf
 
@@ -114,6 +116,15 @@ class ImageSource:
     def description(self) -> str:
         """The name with its split, as used in messages."""
         return f"{self.name} ({self.split} split)"
+
+    def check_batch_size(self, batch_size: int, parts: int = 1, whole_batches: bool = True):
+        """`carl_tf.data.splits.check_batch_size` for this source cut into `parts` parts.
+
+        Raises:
+            DataError: If `batch_size` is not positive, or, with `whole_batches`, larger than
+                the images of a part.
+        """
+        check_batch_size(batch_size, self.num_examples, parts, self.description, whole_batches)
 
 
 def num_classes_of(labels: np.ndarray) -> int | None:

@@ -52,16 +52,8 @@ def make_dataset(
             `drop_remainder` would leave no batch at all, or if the shard does not exist.
         UsageError: If TensorFlow is not installed.
     """
-    if batch_size < 1:
-        raise DataError(f"batch size must be positive, got {batch_size}; fix --batch_size")
+    source.check_batch_size(batch_size, shard[0], whole_batches=drop_remainder)
     count = source.num_examples // shard[0]
-    if drop_remainder and batch_size > count:
-        where = f"in {source.description}"
-        if shard[0] > 1:
-            where = f"in each of the {shard[0]} parts of {source.description}"
-        raise DataError(
-            f"batch size {batch_size} is larger than the {count} images {where}; lower --batch_size"
-        )
     tf = _tensorflow_for(f"batches of {source.description}")
     if source.arrays is not None:
         dataset = tf.data.Dataset.from_tensor_slices(source.arrays)

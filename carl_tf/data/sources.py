@@ -91,7 +91,7 @@ def load_source(
         DataError: If the source cannot be found, read or split as asked.
     """
     if image_size is not None and image_size < 1:
-        raise DataError(f"image size must be positive, got {image_size}; fix --image_size")
+        raise DataError(f"image size must be positive, got {image_size}", fields=("image_size",))
     options = LoadOptions(
         split=split,
         data_dir=data_dir,

@@ -1,9 +1,10 @@
-"""Cutting a source into parts: the seeded holdout split, and the shards of input pipelines.
+"""Cutting a source into parts: the seeded holdout split, the shards of input pipelines, batches.
 
 A source without splits of its own (digits, folders, npz files) gets `train` and `test` from a
 seeded, per-label `holdout` fraction (`holdout_indices`); a TFDS dataset's holdout is cut from
 its train split the same way. Under a distribution strategy each input pipeline reads one
-disjoint part of a source (`shard_elements`), shuffled in its own order (`shard_seed`).
+disjoint part of a source (`shard_elements`), shuffled in its own order (`shard_seed`), and
+every part must fill at least one batch (`check_batch_size`).
 """
 
 from typing import TYPE_CHECKING
@@ -78,13 +79,14 @@ def holdout_indices(
             f"{description} has no split '{split}'; use one of {', '.join(LOCAL_SPLITS)}"
         )
     if not 0.0 <= holdout < 1.0:
-        raise DataError(f"holdout must be in [0, 1), got {holdout}; fix --holdout")
+        raise DataError(f"holdout must be in [0, 1), got {holdout}", fields=("holdout",))
     if split == "all":
         return np.arange(len(labels))
     if split == "test" and holdout == 0.0:
         raise DataError(
-            f"{description} has a test split only with a holdout fraction; pass --holdout "
-            "(e.g. 0.2) or use split 'all'"
+            f"{description} has a test split only with a holdout fraction",
+            "set holdout (e.g. 0.2) or use split 'all'",
+            fields=("holdout",),
         )
     rng = np.random.default_rng(seed)
     is_test = np.zeros(len(labels), bool)
@@ -95,6 +97,49 @@ def holdout_indices(
     indices = np.flatnonzero(is_test if split == "test" else ~is_test)
     if len(indices) == 0:
         raise DataError(
-            f"holdout {holdout} leaves {description} with no {split} images; change --holdout"
+            f"holdout {holdout} leaves {description} with no {split} images",
+            "change holdout",
+            fields=("holdout",),
         )
     return indices
+
+
+def check_batch_size(
+    batch_size: int,
+    num_examples: int,
+    parts: int = 1,
+    description: str | None = None,
+    whole_batches: bool = True,
+) -> None:
+    """Checks that `batch_size` is positive and each of `parts` equal parts of `num_examples`
+    images fills one batch.
+
+    Args:
+        batch_size: Images per batch of one part (one input pipeline).
+        num_examples: Images in the whole source.
+        parts: How many parts the source is cut into (`Shard`'s count), each of
+            `num_examples // parts` images.
+        description: The source, for the message (`ImageSource.description`); None leaves it
+            out.
+        whole_batches: Whether incomplete batches are dropped, so that a part must fill one;
+            False checks only that `batch_size` is positive.
+
+    Raises:
+        DataError: If `batch_size` is not positive, or larger than the images of a part while
+            `whole_batches` would leave no batch; it names the field `batch_size`.
+    """
+    if batch_size < 1:
+        raise DataError(f"batch size must be positive, got {batch_size}", fields=("batch_size",))
+    count = num_examples // parts
+    if not whole_batches or batch_size <= count:
+        return
+    if parts == 1:
+        where = f" in {description}" if description else ""
+        problem = f"batch size {batch_size} is larger than the {count} images{where}"
+    else:
+        where = f" of {description}" if description else ""
+        problem = (
+            f"batch size {batch_size} per part is larger than the {count} images in each of "
+            f"the {parts} parts{where}"
+        )
+    raise DataError(problem, "lower batch_size", fields=("batch_size",))

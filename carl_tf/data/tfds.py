@@ -48,23 +48,28 @@ def load(name: str, options: LoadOptions) -> ImageSource:
     if holdout and split not in ("train", "test"):
         raise DataError(
             f"with a holdout, the splits of TFDS dataset {name} are 'train' and 'test', the two "
-            f"parts of its train split; split '{split}' needs --holdout 0"
+            "parts of its train split",
+            f"split '{split}' needs holdout 0",
+            fields=("holdout",),
         )
     where = builder.data_dir_root
     if not builder.is_prepared():
         if not options.download:
             raise DataError(
-                f"TFDS dataset {name} is not prepared in {where} and downloading is off; pass "
-                f"--data_dir pointing at prepared TFDS data (run `tfds build {name}` on a "
-                "machine with internet) or pass --download"
+                f"TFDS dataset {name} is not prepared in {where} and downloading is off",
+                f"point data_dir at prepared TFDS data (run `tfds build {name}` on a machine "
+                "with internet) or set download",
+                fields=("data_dir", "download"),
             )
         try:
             builder.download_and_prepare()
         except Exception as error:  # Network, disk and manual-download errors alike.
             raise DataError(
                 f"could not download and prepare TFDS dataset {name} into {where}: "
-                f"{first_line(error)}; run `tfds build {name}` on a machine with internet "
-                "and pass its data directory as --data_dir"
+                f"{first_line(error)}",
+                f"run `tfds build {name}` on a machine with internet and point data_dir at "
+                "its data directory",
+                fields=("data_dir",),
             ) from error
     info = builder.info
     # A holdout is carved from the train split as from a folder's images: the same seeded,
@@ -80,7 +85,9 @@ def load(name: str, options: LoadOptions) -> ImageSource:
     image_key, label_key = _tfds_keys(name, info)
     if part is not None and label_key is None:
         raise DataError(
-            f"TFDS dataset {name} has no labels to hold out a stratified split by; pass --holdout 0"
+            f"TFDS dataset {name} has no labels to hold out a stratified split by",
+            "set holdout to 0",
+            fields=("holdout",),
         )
     image_feature = info.features[image_key]
     height, width, channels = image_feature.shape
@@ -89,7 +96,11 @@ def load(name: str, options: LoadOptions) -> ImageSource:
     elif height and width:
         size = (height, width)
     else:
-        raise DataError(f"the images of TFDS dataset {name} differ in size; pass --image_size")
+        raise DataError(
+            f"the images of TFDS dataset {name} differ in size",
+            "set image_size to resize them to one size",
+            fields=("image_size",),
+        )
 
     def label_of(features: dict) -> tf.Tensor:
         return tf.cast(features[label_key], tf.int32) if label_key else tf.constant(-1)

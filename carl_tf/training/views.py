@@ -143,16 +143,9 @@ def crop_pairs(
             "use carl_tf.data.make_dataset"
         )
     if image_size < 1:
-        raise DataError(f"image size must be positive, got {image_size}; fix --image_size")
-    if batch_size < 1:
-        raise DataError(f"batch size must be positive, got {batch_size}; fix --batch_size")
+        raise DataError(f"image size must be positive, got {image_size}", fields=("image_size",))
+    source.check_batch_size(batch_size, shard[0], whole_batches=drop_remainder)
     count = source.num_examples // shard[0]
-    if drop_remainder and batch_size > count:
-        part = "" if shard[0] == 1 else f" of each of {shard[0]} parts"
-        raise DataError(
-            f"batch size {batch_size} is larger than the {count} images{part} of "
-            f"{source.description}; lower --batch_size"
-        )
     import tensorflow as tf
 
     part_seed = data.shard_seed(seed, shard)

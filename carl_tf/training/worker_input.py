@@ -36,8 +36,8 @@ from typing import TYPE_CHECKING
 
 import keras
 
-from carl_tf.data.splits import Shard
-from carl_tf.errors import DataError, UsageError
+from carl_tf.data.splits import Shard, check_batch_size
+from carl_tf.errors import UsageError
 from carl_tf.run.strategy import JaxStrategy
 
 if TYPE_CHECKING:  # imported where a tf.distribute strategy is in use
@@ -87,8 +87,9 @@ def per_worker_batches(
     replicas = strategy.num_replicas_in_sync
     if global_batch_size % replicas:
         raise UsageError(
-            f"batch size {global_batch_size} does not split evenly among the {replicas} "
-            f"replicas; pass a multiple of {replicas} as --batch_size"
+            f"batch size {global_batch_size} does not split evenly among the {replicas} replicas",
+            f"pass a multiple of {replicas} as batch_size",
+            fields=("batch_size",),
         )
     if replicas == 1 or isinstance(strategy, JaxStrategy):
         return _repeating(build(global_batch_size, (1, 0)))
@@ -154,17 +155,10 @@ def steps_per_epoch(num_examples: int, global_batch_size: int, num_workers: int)
     """
     if global_batch_size % num_workers:
         raise UsageError(
-            f"batch size {global_batch_size} does not split evenly among {num_workers} "
-            f"workers; pass a multiple of {num_workers} as --batch_size"
+            f"batch size {global_batch_size} does not split evenly among {num_workers} workers",
+            f"pass a multiple of {num_workers} as batch_size",
+            fields=("batch_size",),
         )
-    part, share = num_examples // num_workers, global_batch_size // num_workers
-    if part < share:
-        if num_workers == 1:
-            problem = f"{num_examples} images are fewer than the batch size {global_batch_size}"
-        else:
-            problem = (
-                f"{num_examples} images give each of the {num_workers} workers {part}, fewer "
-                f"than its {share} per step of batch size {global_batch_size}"
-            )
-        raise DataError(f"{problem}; lower --batch_size")
-    return part // share
+    share = global_batch_size // num_workers
+    check_batch_size(share, num_examples, num_workers)
+    return num_examples // num_workers // share
