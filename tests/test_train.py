@@ -235,14 +235,18 @@ def test_config_change_on_existing_workdir_is_refused(finished_run):
 
 
 def test_config_change_on_existing_workdir_is_refused_by_the_run_directory(finished_run):
-    """The message train.py prints for a changed setting, raised by `RunDirectory.check_config`."""
+    """The message for a changed setting, raised by `RunDirectory.check_config`: it names the
+    `overwrite` and `workdir` arguments of `carl_tf.pretrain`, and train.py their flags."""
     workdir, _ = finished_run
     with open(os.path.join(workdir, "config.json")) as f:
         record = json.load(f)
     record.pop("resolved_precision", None)
     with pytest.raises(CarlError) as raised:
         RunDirectory(workdir).check_config({**record, "learning_rate": 0.2}, None)
-    assert "--overwrite" in str(raised.value) and "learning_rate 0.4 -> 0.2" in str(raised.value)
+    assert "learning_rate 0.4 -> 0.2" in str(raised.value)
+    assert str(raised.value).endswith("set overwrite to start afresh, or choose another workdir")
+    flagged = str(raised.value.with_flags(lambda field: f"--{field}"))
+    assert flagged.endswith("set --overwrite to start afresh, or choose another --workdir")
     assert "\n" not in str(raised.value)
     assert [int(r["epoch"]) for r in metrics(workdir)] == list(range(FINISHED_EPOCHS + 1))
 

@@ -254,11 +254,14 @@ def config_from_json(path: str) -> ml_collections.ConfigDict:
         raise RunDirectoryError(f"{path} is missing; the run directory is incomplete") from error
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise RunDirectoryError(
-            f"{path} is damaged ({type(error).__name__}); restore it, or start afresh with "
-            "--overwrite"
+            f"{path} is damaged ({type(error).__name__})",
+            "restore it, or set overwrite to start afresh",
+            fields=("overwrite",),
         ) from error
     if not isinstance(values, dict):
         raise RunDirectoryError(
-            f"{path} does not hold a config object; restore it, or start afresh with --overwrite"
+            f"{path} does not hold a config object",
+            "restore it, or set overwrite to start afresh",
+            fields=("overwrite",),
         )
     return ml_collections.ConfigDict(values)

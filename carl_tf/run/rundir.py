@@ -104,8 +104,9 @@ class RunDirectory:
                 handle.seek(0)
                 holder = handle.read().strip() or "another process"
                 raise RunDirectoryError(
-                    f"workdir {self.path} is in use by {holder} (lock {path}); wait for that "
-                    "run to finish or stop it, or choose another --workdir"
+                    f"workdir {self.path} is in use by {holder} (lock {path})",
+                    "wait for that run to finish or stop it, or choose another workdir",
+                    fields=("workdir",),
                 ) from error
             handle.seek(0)
             handle.truncate()
@@ -168,15 +169,18 @@ class RunDirectory:
             return record
         if longer:
             raise RunDirectoryError(
-                f"workdir {self.path} holds a {previous['epochs']}-epoch run; to train it to "
-                f"{config['epochs']} epochs pass --extend=rescale (the learning-rate cycle and "
-                "the lambda decay stretched to the new length) or --extend=restart (a new cosine "
-                "cycle from the peak rate over the added epochs, lambda kept at its end value)"
+                f"workdir {self.path} holds a {previous['epochs']}-epoch run",
+                f"to train it to {config['epochs']} epochs pass extend=rescale (the "
+                "learning-rate cycle and the lambda decay stretched to the new length) or "
+                "extend=restart (a new cosine cycle from the peak rate over the added epochs, "
+                "lambda kept at its end value)",
+                fields=("extend",),
             )
         shown = ", ".join(f"{k} {previous.get(k)!r} -> {config.get(k)!r}" for k in changed[:3])
         raise RunDirectoryError(
-            f"workdir {self.path} holds a run with a different config ({shown}); "
-            "pass --overwrite to start afresh or choose another --workdir"
+            f"workdir {self.path} holds a run with a different config ({shown})",
+            "set overwrite to start afresh, or choose another workdir",
+            fields=("overwrite", "workdir"),
         )
 
     def create(self, config: dict, overwrite: bool) -> None:
@@ -225,8 +229,9 @@ class RunDirectory:
             logger.warning("skipping the checkpoint %s: %s", path, problem)
         if found:
             raise RunDirectoryError(
-                f"every checkpoint in {self.checkpoint_dir} is damaged (newest: {found[0][1]}); "
-                "restore one, or start afresh with --overwrite"
+                f"every checkpoint in {self.checkpoint_dir} is damaged (newest: {found[0][1]})",
+                "restore one, or set overwrite to start afresh",
+                fields=("overwrite",),
             )
         return None, 0
 
@@ -267,8 +272,9 @@ class RunDirectory:
             if not _is_metrics_row(row):
                 raise RunDirectoryError(
                     f"{self.metrics_path} line {line} is damaged (not a row of numbers under "
-                    f"the header {','.join(METRICS_COLUMNS)}); restore it, or start afresh "
-                    "with --overwrite"
+                    f"the header {','.join(METRICS_COLUMNS)})",
+                    "restore it, or set overwrite to start afresh",
+                    fields=("overwrite",),
                 )
         return rows
 
@@ -286,7 +292,9 @@ class RunDirectory:
         if epochs_done and not os.path.exists(self.metrics_path) and self.checkpoints():
             raise RunDirectoryError(
                 f"{self.metrics_path} is missing but {self.checkpoint_dir} holds "
-                f"{epochs_done} epochs; restore it, or start afresh with --overwrite"
+                f"{epochs_done} epochs",
+                "restore it, or set overwrite to start afresh",
+                fields=("overwrite",),
             )
         by_epoch = {}
         for row in self.read_metrics() if epochs_done else []:
@@ -342,13 +350,14 @@ def _changed_fields(previous: dict, config: dict, extensions: list[dict]) -> lis
     return changed
 
 
-def write_atomically(path: str, text: str, elsewhere: str = "choose a writable --workdir") -> None:
+def write_atomically(path: str, text: str, elsewhere: str | None = None) -> None:
     """Writes `text` to `path` through a temporary file and a rename.
 
     Args:
         path: The file to write.
         text: Its new content.
-        elsewhere: How to write it to another place, for the message of a read-only disk.
+        elsewhere: How to write it to another place, for the message of a read-only disk;
+            None: a file of the run directory, written elsewhere by choosing another workdir.
 
     Raises:
         RunDirectoryError: If the disk refuses the write; `path` keeps its previous content
@@ -401,18 +410,18 @@ def _is_metrics_row(row: dict) -> bool:
 _NOT_WRITABLE = {errno.EROFS: "read-only file system", errno.EACCES: "permission denied"}
 
 
-def _write_error(
-    path: str, error: OSError, elsewhere: str = "choose a writable --workdir"
-) -> RunDirectoryError:
+def _write_error(path: str, error: OSError, elsewhere: str | None = None) -> RunDirectoryError:
     """The one-line error of a write the disk refused, naming the file and the fix.
 
-    A read-only or forbidden place will not change by rerunning, so its fix is `elsewhere`;
-    a full disk (or another failure) can be mended in place and the run resumed.
+    A read-only or forbidden place will not change by rerunning, so its fix is `elsewhere`
+    (None: choose another workdir); a full disk (or another failure) can be mended in place
+    and the run resumed.
     """
     if error.errno in _NOT_WRITABLE:
-        return RunDirectoryError(
-            f"cannot write to {path}: {_NOT_WRITABLE[error.errno]}; {elsewhere}"
-        )
+        problem = f"cannot write to {path}: {_NOT_WRITABLE[error.errno]}"
+        if elsewhere is not None:
+            return RunDirectoryError(problem, elsewhere)
+        return RunDirectoryError(problem, "choose a writable workdir", fields=("workdir",))
     folder = os.path.dirname(path)
     return RunDirectoryError(
         f"cannot write {path} ({error.strerror or error}); free space on {folder} or make it "
