@@ -31,6 +31,7 @@ def run_timed(script: str, *args: str) -> tuple[subprocess.CompletedProcess, flo
         ("train.py", ["--backbone=resnet9"], "resnet50, or keras:NAME for a keras.applications"),
         ("train.py", ["--backbone=keras:mobilenet"], "got 'keras:mobilenet'; fix --backbone"),
         ("train.py", ["--epochs=0"], "epochs must be at least 1, got 0; fix --epochs"),
+        ("train.py", ["--image_size=0"], "image_size must be at least 1, got 0; fix --image_size"),
         ("train.py", ["--config.momentum=-1"], "fix --config.momentum"),
         ("train.py", ["--config.momentm=0.5"], "did you mean momentum"),
         ("train.py", ["--config=nopreset"], "no preset or config file 'nopreset'"),
