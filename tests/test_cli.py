@@ -3,7 +3,9 @@
 import json
 import os
 
+import numpy as np
 import pytest
+from PIL import Image
 from support import REPO, start
 
 CASES = {
@@ -70,12 +72,19 @@ def test_mistakes_get_one_line_naming_the_flag(results, name, message):
     assert "Traceback" not in err
 
 
-def test_every_training_command_of_the_readme_resolves_its_config():
+def test_every_training_command_of_the_readme_resolves_its_config(tmp_path):
     """README's Training block, each line with --print_config: its flags parse and its config
-    passes every check (the data is not read, so TFDS names and folders need not exist)."""
+    passes every check. TFDS data is not read; a folder is listed to size the run, so the
+    README's example folder is replaced by one of generated images."""
+    folder = tmp_path / "images"
+    for index in range(12):
+        (folder / f"class{index % 2}").mkdir(parents=True, exist_ok=True)
+        pixels = np.full((16, 16, 3), 20 * index, np.uint8)
+        Image.fromarray(pixels).save(folder / f"class{index % 2}" / f"{index}.png")
     with open(os.path.join(REPO, "README.md")) as f:
         section = f.read().split("## Training", 1)[1]
     block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    block = block.replace("folder:/data/images", f"folder:{folder}")
     commands = [line.split("#")[0].split()[2:] for line in block.splitlines() if "train.py" in line]
     assert len(commands) >= 5
     processes = [start("train.py", *args, "--print_config") for args in commands]
