@@ -14,7 +14,7 @@ One prepared command for a machine that has JAX with CUDA but neither TensorFlow
    directory and loads it with carl_tf's folder source, held in memory: the fixed 45,000 /
    5,000 split of `configs/cifar10_cpu.py` (holdout 0.1, split_seed 0), the 45,000 to train on
    and as the kNN bank, the 5,000 as the kNN queries.
-3. Builds CARL as `carl_tf.training.pretrain.build_model` does from `configs/cifar10.py` (the
+3. Builds CARL as `carl_tf.training.methods.build_model` does from `configs/cifar10.py` (the
    paper's recipe: ResNet-18 of width 64, batch 256, K = 100, SGD at 0.03 x batch / 256 on a
    cosine over `--epochs`, lambda 4 -> 1.5 over half of them), under `mixed_bfloat16` on a
    GPU (float32 on a CPU; `--precision` overrides), its step compiled by XLA as JAX always does.
@@ -205,7 +205,7 @@ from carl_tf import data  # noqa: E402
 from carl_tf.configs import cifar10, cifar10_cpu  # noqa: E402
 from carl_tf.evaluation.monitor import KNNMonitor  # noqa: E402
 from carl_tf.method.schedules import KLWeightSchedule  # noqa: E402
-from carl_tf.training.pretrain import build_model  # noqa: E402
+from carl_tf.training.methods import build_model  # noqa: E402
 
 
 def run_config(args: argparse.Namespace, folder: Path):

@@ -1,7 +1,7 @@
 """Step time of multi-crop CARL: the CPU preset with 0 and with N small crops, in one process.
 
 Both models are the `cifar10_cpu` preset's (ResNet-18 of width 16, batch 128, 32 px, under its
-precision) as train.py builds them (`carl_tf.training.pretrain.build_model`), one with
+precision) as train.py builds them (`carl_tf.training.methods.build_model`), one with
 `small_crops=0` and one with `--small_crops` small views of `small_crop_size` px (the preset's
 default: half of 32). Each full `fit` step on synthetic raw images (views made on device) is
 timed in alternating repeats, so a change in the load of a shared machine hits both alike.
@@ -18,7 +18,7 @@ import statistics
 from benchmarks.throughput import fit_seconds_per_step, synthetic_dataset
 from carl_tf.configs import cifar10_cpu
 from carl_tf.run.precision import set_precision
-from carl_tf.training.pretrain import build_model
+from carl_tf.training.methods import build_model
 
 
 def parse_args() -> argparse.Namespace:

@@ -13,11 +13,12 @@ reported at once (`carl_tf.cli.common.load_keras` then loads them).
 import importlib
 from importlib import metadata
 
-from carl_tf import _entry_point, errors
+from carl_tf import _entry_point, errors, method
 
 # Public name -> module that defines it (a module itself when the name is the module's last part).
 _LAZY = {
     "CARL": "carl_tf.method.model",
+    "SimCLR": "carl_tf.method.simclr",
     "FusedBatchNormalization": "carl_tf.method.normalization",
     "KLWeightSchedule": "carl_tf.method.schedules",
     "ProjectionHead": "carl_tf.method.heads",
@@ -42,9 +43,7 @@ if not _entry_point.is_entry_point():
     # A library user's import: TensorFlow loads now, with its start-up notices printed once, and
     # every Keras class carl_tf saves is registered.
     _entry_point.import_tensorflow_once()
-    # model: the backbones, heads and views; optimizer: the one a compiled .keras file names.
-    for _module in ("model", "normalization", "optimizer", "schedules"):
-        importlib.import_module(f"carl_tf.method.{_module}")
+    method.register_saved_classes()
 
 try:
     __version__ = metadata.version("carl_tf")
@@ -74,6 +73,7 @@ __all__ = [
     "KNNMonitor",
     "PretrainResult",
     "ProjectionHead",
+    "SimCLR",
     "SimCLRAugment",
     "__version__",
     "backbones",

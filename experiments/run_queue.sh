@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs queued pretrainings one after another (never two at once), each followed by its linear
 # probe. A job is a line "NAME [SCRIPT.py] ARGS..." in $QUEUE (default /tmp/runs/queue.txt):
-# SCRIPT.py (default train.py) trains, e.g. experiments/simclr_baseline.py for the baseline.
+# SCRIPT.py (default train.py) trains; the SimCLR baseline is train.py with --method=simclr.
 # Lines can be appended while the queue runs. Logs and run directories go to $RUNS (default /tmp/runs).
 # Usage: nohup experiments/run_queue.sh > /tmp/runs/queue.log 2>&1 &
 set -u

@@ -75,8 +75,10 @@ def test_evaluate_under_another_backend_says_so_before_loading_it():
 def test_the_light_lists_of_choices_match_the_modules_that_use_them():
     from carl_tf.method import backbones, optimizer
     from carl_tf.run import choices, precision, strategy
+    from carl_tf.training import methods
 
     assert choices.BACKBONES == tuple(backbones.BACKBONES)
+    assert choices.METHODS == tuple(methods.METHODS)
     assert (choices.WEIGHT_DECAY_MODES, choices.WEIGHT_DECAY_ON) == (
         optimizer.WEIGHT_DECAY_MODES,
         optimizer.WEIGHT_DECAY_ON,

@@ -42,14 +42,14 @@ def run_queue(tmp_path):
 def test_aligned_columns_name_the_script_and_pass_the_arguments(run_queue, tmp_path):
     calls, _ = run_queue(
         [
-            "simclr_a               experiments/simclr_baseline.py --config=cifar10_cpu --seed=1",
+            "simclr_a               experiments/my_method.py --config=cifar10_cpu --seed=1",
             "carl_b    --config=cifar10_cpu:ablation   --seed=2",
             "# a comment",
         ]
     )
     runs = str(tmp_path)
     assert calls == [
-        f"experiments/simclr_baseline.py --config=cifar10_cpu --seed=1 --workdir={runs}/simclr_a",
+        f"experiments/my_method.py --config=cifar10_cpu --seed=1 --workdir={runs}/simclr_a",
         f"evaluate.py --model={runs}/simclr_a --protocol=knn,linear --linear=features "
         f"--plots=false --output={runs}/simclr_a/probe.json",
         f"train.py --config=cifar10_cpu:ablation --seed=2 --workdir={runs}/carl_b",

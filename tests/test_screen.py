@@ -11,12 +11,11 @@ import screen  # noqa: E402
 def test_queue_lines_name_the_script_or_default_to_train(tmp_path):
     queue = tmp_path / "queue.txt"
     queue.write_text(
-        "# a comment\n\nbase   --config=x --seed=1\n"
-        "simclr experiments/simclr_baseline.py --config=x\n"
+        "# a comment\n\nbase   --config=x --seed=1\nsimclr experiments/my_method.py --config=x\n"
     )
     assert screen.read_jobs(str(queue)) == [
         ("base", "train.py", ["--config=x", "--seed=1"]),
-        ("simclr", "experiments/simclr_baseline.py", ["--config=x"]),
+        ("simclr", "experiments/my_method.py", ["--config=x"]),
     ]
 
 

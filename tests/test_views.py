@@ -18,8 +18,8 @@ from carl_tf.data import load_source
 from carl_tf.data.decoding import decode_image, decode_window, encoded_image_size
 from carl_tf.method.augment import SimCLRAugment, sample_crop_boxes
 from carl_tf.method.backbones import build_backbone
+from carl_tf.method.base import _first_images
 from carl_tf.method.inputs import split_batch
-from carl_tf.method.model import _first_images
 from carl_tf.training import views
 
 SCALE = (0.08, 1.0)

@@ -88,9 +88,13 @@ def test_steps_per_epoch_counts_the_steps_every_worker_can_make():
     assert steps_per_epoch(47, 8, 4) == 5  # 11 per worker, 2 per worker and step
     with pytest.raises(UsageError, match="batch size 6 does not split evenly among 4 workers"):
         steps_per_epoch(64, 6, 4)
-    with pytest.raises(DataError, match="batch size 16 is larger than the 15 images; lower batch_size"):
+    with pytest.raises(
+        DataError, match="batch size 16 is larger than the 15 images; lower batch_size"
+    ):
         steps_per_epoch(15, 16, 1)
-    with pytest.raises(DataError, match="batch size 8 per part is larger than the 7 images in each of the 2 parts"):
+    with pytest.raises(
+        DataError, match="batch size 8 per part is larger than the 7 images in each of the 2 parts"
+    ):
         steps_per_epoch(15, 16, 2)
 
 

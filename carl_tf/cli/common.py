@@ -6,7 +6,6 @@ problem, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM). An interrupted trai
 epoch it was in (`carl_tf.run.callbacks.Interrupted`).
 """
 
-import importlib
 import logging
 import os
 import sys
@@ -15,7 +14,7 @@ from collections.abc import Callable
 from absl import flags
 from absl import logging as absl_logging
 
-from carl_tf import _entry_point
+from carl_tf import _entry_point, method
 from carl_tf.errors import CarlError, TrainingFailed
 from carl_tf.run import signals
 
@@ -43,8 +42,7 @@ def load_keras() -> None:
     Keras, so a bad flag costs a second, not the ten or more of TensorFlow's start.
     """
     _entry_point.import_tensorflow_quietly()
-    for module in ("model", "normalization", "optimizer", "schedules"):  # carl_tf's Keras classes
-        importlib.import_module(f"carl_tf.method.{module}")
+    method.register_saved_classes()
 
 
 def run_main(

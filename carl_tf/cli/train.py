@@ -1,4 +1,5 @@
-"""`carl-train` / `python train.py`: pretrain CARL from a preset, the offline digits by default.
+"""`carl-train` / `python train.py`: pretrain CARL (or SimCLR, `--method=simclr`) from a preset,
+the offline digits by default.
 
 A preset gives every setting: `--dataset=NAME` alone picks the preset NAME when carl_tf ships
 one (cifar10, cifar100, stl10, digits, cifar10_cpu), else the paper's recipe on that source;
@@ -18,7 +19,7 @@ from ml_collections import config_flags
 
 from carl_tf.cli.common import load_keras, parse_flags, run_main
 from carl_tf.errors import UsageError
-from carl_tf.run.choices import BACKBONES, PRECISIONS, STRATEGIES
+from carl_tf.run.choices import BACKBONES, METHODS, PRECISIONS, STRATEGIES
 from carl_tf.run.config import unknown_field_error, validate_config
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -79,6 +80,16 @@ OVERRIDES = {
         "backbone_width", None, "Base channels of the ResNet (64 standard; 16 for CPU runs)."
     ),
     "image_size": flags.DEFINE_integer("image_size", None, "Side of the square input images."),
+    "method": flags.DEFINE_enum(
+        "method",
+        None,
+        list(METHODS),
+        "Objective: carl (the paper's, the default) or simclr (NT-Xent, the baseline with "
+        "negatives of CARL's Table 1, on the same encoder, views, optimizer and run directory).",
+    ),
+    "simclr_temperature": flags.DEFINE_float(
+        "simclr_temperature", None, "Temperature of SimCLR's NT-Xent (--method=simclr)."
+    ),
     "num_prototypes": flags.DEFINE_integer("num_prototypes", None, "K, learnable prototypes."),
     "kl_start": flags.DEFINE_float("kl_start", None, "lambda at epoch 0 (b in eq. 8)."),
     "kl_end": flags.DEFINE_float("kl_end", None, "lambda after the decay (a in eq. 8)."),

@@ -165,8 +165,8 @@ def evaluate(
     clustering = "cluster" in settings.protocols
     if clustering and loaded.assigner is None:
         notes.append(
-            "prototype figures are n/a: the model has no assigner (a bare backbone, or a "
-            "SavedModel without the 'assign' signature)."
+            "prototype figures are n/a: the model has no assigner (a SimCLR run, a bare "
+            "backbone, or a SavedModel without the 'assign' signature)."
         )
     if evaluation.assignments is not None:
         notes += _few_prototypes_note(evaluation.assignments, loaded.num_prototypes)

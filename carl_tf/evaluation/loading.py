@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from carl_tf.errors import UsageError
 from carl_tf.method import backbones
+from carl_tf.method.base import TwoViewModel
 from carl_tf.method.model import CARL
 from carl_tf.run.rundir import RunDirectory, keras_file_problem
 
@@ -66,7 +67,7 @@ def load_model(path: str) -> LoadedModel:
             not been exported yet), a SavedModel directory written by
             `carl_tf.export_backbone` (or any SavedModel whose `serving_default` signature maps
             one image tensor to features), or
-            a `.keras` file holding a CARL model or a bare backbone.
+            a `.keras` file holding a CARL or SimCLR model or a bare backbone.
 
     Returns:
         The loaded model.
@@ -162,7 +163,7 @@ def _read_config(run: RunDirectory | None) -> dict | None:
 
 
 def _load_keras(path: str) -> tuple[keras.Model, keras.Model | None]:
-    """(backbone, assigner) of a `.keras` file: a CARL model, or a bare backbone."""
+    """(backbone, assigner) of a `.keras` file: a CARL or SimCLR model, or a bare backbone."""
     # Keras reports a truncated or overwritten file as "File not found"; name the real problem.
     problem = keras_file_problem(path)
     if problem:
@@ -175,11 +176,11 @@ def _load_keras(path: str) -> tuple[keras.Model, keras.Model | None]:
     except Exception as error:  # Keras raises many types for unreadable or foreign files.
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UsageError(f"cannot load {path}: {message}") from error
-    if isinstance(model, CARL):
-        return model.backbone, model
+    if isinstance(model, TwoViewModel):  # a CARL, or a SimCLR (no assigner)
+        return model.backbone, model if isinstance(model, CARL) else None
     if len(model.inputs) != 1 or len(model.output_shape) != 2:
         raise UsageError(
-            f"{path} holds neither a CARL model nor a backbone mapping images to (N, D) features"
+            f"{path} holds neither a carl_tf model nor a backbone mapping images to (N, D) features"
         )
     return model, None
 

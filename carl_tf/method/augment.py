@@ -28,6 +28,8 @@ _GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
 _MAX_VALUE = 255.0
 # torchvision's RandomResizedCrop tries this many (area, ratio) draws before its fallback.
 _CROP_ATTEMPTS = 10
+# SimCLR's range of crop aspect ratios (width / height), as torchvision's RandomResizedCrop.
+CROP_RATIO = (3 / 4, 4 / 3)
 
 
 def _on_tensorflow() -> bool:
@@ -66,7 +68,7 @@ def sample_crop_boxes(
     height,
     width,
     scale: tuple[float, float] = (0.08, 1.0),
-    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    ratio: tuple[float, float] = CROP_RATIO,
     seed=(0, 0),
 ):
     """Samples one random-resized-crop window per image, as torchvision does.
@@ -355,7 +357,7 @@ class SimCLRAugment(keras.layers.Layer):
         self,
         image_size: int,
         crop_scale: tuple[float, float] = (0.08, 1.0),
-        crop_ratio: tuple[float, float] = (3 / 4, 4 / 3),
+        crop_ratio: tuple[float, float] = CROP_RATIO,
         flip_probability: float = 0.5,
         brightness: float = 0.4,
         contrast: float = 0.4,

@@ -1,4 +1,5 @@
-"""Global (all-replica) sums for the parts of the objective that are not linear in the batch.
+"""Global (all-replica) sums and gathers for the parts of an objective that are not linear in the
+batch.
 
 Under TensorFlow a `tf.distribute` strategy runs one copy of the step per replica on its share
 of the batch, so a batch sum needs an all-reduce. Under JAX, Keras's trainer runs one program on
@@ -53,3 +54,16 @@ def global_sum(x):
     import tensorflow as tf
 
     return context.all_reduce(tf.distribute.ReduceOp.SUM, x)
+
+
+def gather(x):
+    """`x` `(n, ...)` of every replica of the step, concatenated in replica order `(N, ...)`.
+
+    Identity on one replica and under JAX. The gradient of `all_gather` is the sum over
+    replicas of the upstream gradients, cut to this replica's rows: a global loss on gathered
+    rows, divided by the replica count, has the single-device gradient (as for `global_sum`).
+    """
+    context = _tensorflow_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return x
+    return context.all_gather(x, axis=0)

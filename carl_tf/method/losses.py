@@ -1,8 +1,9 @@
-"""The CARL objective (Silva & Ramírez Rivera, arXiv 2112.15421), one function per term.
+"""The methods' objectives: CARL's (Silva & Ramírez Rivera, arXiv 2112.15421), one function per
+term, and SimCLR's NT-Xent (Chen et al. 2020, arXiv 2002.05709), the baseline with negatives.
 
-All functions take assignment probabilities of shape (batch, K), compute in float32 whatever the
-input dtype (bf16/fp16 under mixed precision), and use natural logarithms throughout, so the KL of
-a uniform batch mean is 0 and of a collapsed one is log K.
+CARL's functions take assignment probabilities of shape (batch, K); all compute in float32
+whatever the input dtype (bf16/fp16 under mixed precision) and use natural logarithms
+throughout, so the KL of a uniform batch mean is 0 and of a collapsed one is log K.
 """
 
 import keras
@@ -107,8 +108,39 @@ def multi_crop_consistency(p_small, p_global, symmetric=False):
 
 
 def carl_loss(consistency, kl, kl_weight):
-    """Eq. 7: `L = L_c + lambda_e * L_KL`, with lambda_e from eq. 8 (`carl_tf.schedules`)."""
+    """Eq. 7: `L = L_c + lambda_e * L_KL`, with lambda_e from eq. 8 (`carl_tf.method.schedules`)."""
     return consistency + kl_weight * kl
+
+
+def nt_xent(z_a, z_b, temperature: float):
+    """SimCLR's NT-Xent (Chen et al. 2020, eq. 1), averaged over all 2N anchors.
+
+    The 2N projections are L2-normalized; each is the anchor of one row of the (2N, 2N) cosine
+    similarities divided by `temperature`, whose positive is the other view of its image and
+    whose negatives are the other 2N - 2 projections (its self-similarity is masked out).
+
+    Args:
+        z_a: Projections of the first views, `(N, D)`.
+        z_b: Projections of the second views, `(N, D)`; row i is the positive of `z_a[i]`.
+        temperature: tau, in (0, inf).
+
+    Returns:
+        The mean loss, a float32 scalar.
+    """
+    n = ops.shape(z_a)[0]
+    z = ops.concatenate([_float32(z_a), _float32(z_b)], axis=0)
+    z = z / ops.maximum(ops.norm(z, axis=-1, keepdims=True), 1e-12)
+    logits = ops.matmul(z, ops.transpose(z)) / temperature  # (2N, 2N)
+    index = ops.arange(2 * n)
+    logits = ops.where(index[:, None] == index[None, :], _MASKED, logits)
+    positives = ops.concatenate([ops.arange(n) + n, ops.arange(n)], axis=0)  # (2N,)
+    log_probabilities = ops.log_softmax(logits, axis=-1)
+    picked = ops.take_along_axis(log_probabilities, positives[:, None], axis=1)
+    return -ops.mean(picked)
+
+
+# Far below any cosine similarity / temperature: masks a logit without an infinity's NaN risk.
+_MASKED = -1e9
 
 
 def _float32(x):

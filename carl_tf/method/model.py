@@ -3,10 +3,10 @@
 The model only wires the parts: the backbone (any images -> vector model), the projection head
 (`carl_tf.method.heads`), the assigner (a bias-free Dense whose kernel columns are the K
 prototypes, eq. 2), the view maker (`carl_tf.method.augment`) and the pure loss terms
-(`carl_tf.losses`).
+(`carl_tf.method.losses`). What it shares with every method (views, steps, `fit`) is
+`carl_tf.method.base.TwoViewModel`'s.
 """
 
-import sys
 from collections.abc import Sequence
 
 import keras
@@ -14,24 +14,12 @@ from keras import ops
 
 from carl_tf.method import distributed, losses
 from carl_tf.method.augment import SimCLRAugment
+from carl_tf.method.base import TwoViewModel, default_augmenter
 from carl_tf.method.heads import ProjectionHead
-from carl_tf.method.inputs import split_batch, warn_if_unit_range
-from carl_tf.method.multi_worker_fit import MultiWorkerFit
-from carl_tf.method.steps import steps_for_backend
-
-# The train, test and predict steps of the running backend (carl_tf.method.steps); the
-# multi-worker fix only concerns TensorFlow's trainer.
-_BACKEND_BASES = (
-    (MultiWorkerFit, steps_for_backend())
-    if keras.backend.backend() == "tensorflow"
-    else (steps_for_backend(),)
-)
-
-_FIGURES = ("loss", "consistency", "kl", "kl_weight", "prototypes_in_use")
 
 
 @keras.saving.register_keras_serializable(package="carl_tf")
-class CARL(*_BACKEND_BASES, keras.Model):
+class CARL(TwoViewModel):
     """Consistent Assignment for Representation Learning, trained with `fit`.
 
     `fit` takes batches of raw images in [0, 255] (optionally `(images, labels)`, labels ignored),
@@ -118,6 +106,10 @@ class CARL(*_BACKEND_BASES, keras.Model):
             `prototype_block_size` below 2 or that does not divide `num_prototypes`.
     """
 
+    FIGURES = ("loss", "consistency", "kl", "kl_weight", "prototypes_in_use")
+    # lambda_e is a setting of the epoch, not a figure of the data.
+    VALIDATION_FIGURES = ("loss", "consistency", "kl", "prototypes_in_use")
+
     def __init__(
         self,
         backbone: keras.Model,
@@ -140,10 +132,9 @@ class CARL(*_BACKEND_BASES, keras.Model):
         partition_seed: int | None = None,
         **kwargs,
     ):
-        super().__init__(**kwargs)
+        super().__init__(backbone, **kwargs)
         if int(num_prototypes) < 2:
             raise ValueError(f"num_prototypes must be at least 2, got {num_prototypes}")
-        self.backbone = backbone
         self.num_prototypes = int(num_prototypes)
         self.symmetric = bool(symmetric)
         self.target_temperature = float(target_temperature)
@@ -153,13 +144,12 @@ class CARL(*_BACKEND_BASES, keras.Model):
         self.prototype_block_size = int(prototype_block_size)
         self.partition_seed = partition_seed
         self._check_extensions()
-        self.augmenter = augmenter if augmenter is not None else _default_augmenter(backbone)
+        self.augmenter = augmenter if augmenter is not None else default_augmenter(backbone)
         self.small_crops = int(small_crops)
         self.small_crop_scale = tuple(float(v) for v in small_crop_scale)
         self.small_crop_size = None if small_crop_size is None else int(small_crop_size)
         # Nothing is built without small crops: even an unused SeedGenerator would draw from
         # the global seed and change every weight initialized after it.
-        self.small_augmenter = None
         if self.small_crops < 0:
             raise ValueError(f"small_crops must be 0 or more, got {small_crops}")
         if self.small_crops:
@@ -188,11 +178,9 @@ class CARL(*_BACKEND_BASES, keras.Model):
         self.kl_weight = keras.Variable(
             float(kl_weight), trainable=False, dtype="float32", name="kl_weight"
         )
-        self._trackers = {name: keras.metrics.Mean(name=name) for name in _FIGURES}
         # How many training anchors each prototype won (argmax) since the last reset; not a
         # logged figure (it is a vector), read and reset by carl_tf's TensorBoard callback.
         self.prototype_usage = PrototypeUsage(self.num_prototypes, name="prototype_usage")
-        self._checked_input_range = False
         self.build()
 
     def build(self, input_shape=None):
@@ -257,7 +245,16 @@ class CARL(*_BACKEND_BASES, keras.Model):
     @property
     def metrics(self):
         """The logged figures' trackers, and the prototype counts (state of the step too)."""
-        return [*self._trackers.values(), self.prototype_usage]
+        return [*super().metrics, self.prototype_usage]
+
+    def _observe(self, figures):
+        """Counts the step's argmax prototypes (`prototype_usage`)."""
+        self.prototype_usage.update_state(figures.pop("anchor_probabilities"))
+
+    def _after_apply(self):
+        """With `target_momentum`, moves the EMA target encoder towards the new weights."""
+        if self.target_weights:
+            self.update_target()
 
     def call(self, images, training=False):
         """Assignment probabilities (N, K) of images, eq. 3, in float32."""
@@ -376,44 +373,6 @@ class CARL(*_BACKEND_BASES, keras.Model):
         blocks = ops.take(energies, partition, axis=1)
         return ops.reshape(blocks, (-1, self.num_prototypes // size, size))
 
-    def _test_figures(self, data):
-        """The figures of a validation batch: eq. 7's terms, without lambda_e (a setting of the
-        epoch, not a figure of the data)."""
-        view_a, view_b, small_views = self._views(data)
-        figures = self._objective(view_a, view_b, training=False, small_views=small_views)
-        del figures["kl_weight"], figures["anchor_probabilities"]
-        return figures
-
-    def fit(self, x=None, y=None, **kwargs):
-        """`keras.Model.fit`, warning once when the images look scaled to [0, 1]."""
-        if not self._checked_input_range:
-            self._checked_input_range = True
-            sample = _first_images(x, getattr(self, "distribute_strategy", None))
-            if sample is not None:
-                warn_if_unit_range(sample)
-        return super().fit(x, y, **kwargs)
-
-    def _views(self, data):
-        """Two global views per image and the tuple of its `small_crops` small views.
-
-        The global views are the caller's `(a, b)` pair, or made on device from raw images or
-        from the input pipeline's two crops of each image; the small views from the raw images,
-        or alternately from the first and second view (crop) of each pair.
-        """
-        batch = split_batch(data)
-        if batch.views is not None:
-            global_views, sources = batch.views, batch.views
-        elif batch.crops is not None:
-            sources = (batch.crops[:, 0], batch.crops[:, 1])
-            global_views = tuple(self.augmenter(c, training=True, crop=False) for c in sources)
-        else:
-            global_views = tuple(self.augmenter(batch.images, training=True) for _ in range(2))
-            sources = (batch.images, batch.images)
-        small_views = tuple(
-            self.small_augmenter(sources[i % 2], training=True) for i in range(self.small_crops)
-        )
-        return (*global_views, small_views)
-
     def _objective(self, view_a, view_b, training, small_views=()):
         """Eq. 7 on the global batch: consistency (eq. 4) + lambda_e * KL to uniform (eqs. 5-6).
 
@@ -508,11 +467,6 @@ class CARL(*_BACKEND_BASES, keras.Model):
         in_use = ops.sum(ops.cast(total[2 + k :] > 0.5, "float32"))
         return consistency, kl, in_use
 
-    def _update_trackers(self, figures):
-        for name, value in figures.items():
-            self._trackers[name].update_state(value)
-        return {name: self._trackers[name].result() for name in figures}
-
     def get_config(self):
         return {
             **super().get_config(),
@@ -582,37 +536,6 @@ class PrototypeUsage(keras.metrics.Metric):
 def _unit(matrix, axis):
     """`matrix` with each vector along `axis` divided by its Euclidean norm."""
     return matrix / ops.sqrt(ops.sum(ops.square(matrix), axis=axis, keepdims=True) + 1e-12)
-
-
-def _first_images(x, strategy=None, count: int = 256):
-    """Up to `count` images of what `fit` was given, as NumPy, or None where it cannot tell.
-
-    Of a `tf.distribute` dataset (`distribute_datasets_from_function`), the images of this
-    process's first replica. TensorFlow's types are only looked for where TensorFlow is loaded.
-    """
-    tf = sys.modules.get("tensorflow")
-    try:
-        if tf is not None and isinstance(x, tf.distribute.DistributedDataset):
-            first_replica = strategy.experimental_local_results
-            x = tf.nest.map_structure(lambda value: first_replica(value)[0], next(iter(x)))
-        elif tf is not None and isinstance(x, tf.data.Dataset):
-            x = next(iter(x.take(1)))
-        elif isinstance(x, keras.utils.PyDataset):
-            x = x[0]
-        images = split_batch(x).first_images
-    except (ValueError, TypeError, IndexError, StopIteration):
-        return None  # the train step raises for forms it cannot take
-    return ops.convert_to_numpy(images[:count])
-
-
-def _default_augmenter(backbone: keras.Model) -> keras.layers.Layer:
-    """SimCLR views at the backbone's input size, which must then be fixed."""
-    size = backbone.input_shape[1]
-    if size is None:
-        raise ValueError(
-            "the backbone's input size is not fixed; pass augmenter=SimCLRAugment(image_size=...)"
-        )
-    return SimCLRAugment(image_size=int(size))
 
 
 def _global_view_size(augmenter: keras.layers.Layer, backbone: keras.Model) -> int:

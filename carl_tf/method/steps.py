@@ -1,7 +1,8 @@
-"""`CARL`'s train, test and predict steps, one mixin per Keras backend.
+"""The train, test and predict steps of every method, one mixin per Keras backend.
 
-The objective (`CARL._objective`) and the views (`CARL._views`) are written once in `keras.ops`;
-only the step around them differs between backends, as Keras's own trainers do:
+A method's objective (`_objective`, e.g. `CARL._objective`) and the views
+(`carl_tf.method.base.TwoViewModel._views`) are written once in `keras.ops`; only the step around
+them differs between backends, as Keras's own trainers do:
 
 * TensorFlow traces the step per replica: gradients come from a `tf.GradientTape` and Keras
   sums them over replicas, so the replica's loss is the global one divided by the replica count.
@@ -31,21 +32,20 @@ class TensorFlowSteps:
         view_a, view_b, small_views = self._views(data)
         with tf.GradientTape() as tape:
             figures = self._objective(view_a, view_b, training=True, small_views=small_views)
-            self.prototype_usage.update_state(figures.pop("anchor_probabilities"))
+            self._observe(figures)
             # Keras sums the replicas' gradients; every replica holds the same global loss.
             replica_loss = figures["loss"] / distributed.num_replicas()
             scaled_loss = self.optimizer.scale_loss(replica_loss)
         gradients = tape.gradient(scaled_loss, self.trainable_variables)
         self.optimizer.apply(gradients, self.trainable_variables)
-        if self.target_weights:  # CARL(target_momentum=...): the EMA follows the new weights
-            self.update_target()
+        self._after_apply()
         return self._update_trackers(figures)
 
     def test_step(self, data):
         return self._update_trackers(self._test_figures(data))
 
     def predict_step(self, data):
-        return self.assign(split_batch(data).first_images, training=False)
+        return self(split_batch(data).first_images, training=False)
 
 
 class JaxSteps:
@@ -53,9 +53,9 @@ class JaxSteps:
 
     The state is the tuple of value lists Keras's JAX trainer passes (trainable, non-trainable,
     optimizer, metrics); every step returns the new one. The non-trainable values hold the
-    BatchNorm moving statistics, the views' seed-generator state and lambda_e (and the
-    partitions' seed-generator state with `prototype_block_size`). `CARL` refuses
-    `target_momentum` under JAX: this step has no EMA update.
+    BatchNorm moving statistics and the views' seed-generator state (for CARL also lambda_e,
+    and the partitions' seed-generator state with `prototype_block_size`). This step does not
+    call `_after_apply`: `CARL` refuses `target_momentum`, its one use, under JAX.
     """
 
     def train_step(self, state, data):
@@ -77,8 +77,7 @@ class JaxSteps:
         trainable, optimizer_values = self.optimizer.stateless_apply(
             optimizer_values, gradients, trainable
         )
-        anchors = figures.pop("anchor_probabilities")
-        logs, metric_values = self._stateless_trackers(metric_values, figures, anchors)
+        logs, metric_values = self._stateless_trackers(metric_values, figures, observe=True)
         return logs, (trainable, non_trainable, optimizer_values, metric_values)
 
     def test_step(self, state, data):
@@ -95,11 +94,12 @@ class JaxSteps:
             trainable, non_trainable, split_batch(data).first_images, training=False
         )
 
-    def _stateless_trackers(self, metric_values, figures, anchor_probabilities=None):
-        """The trackers (and prototype counts) updated with this step's figures, statelessly."""
+    def _stateless_trackers(self, metric_values, figures, observe=False):
+        """The trackers updated with this step's figures, statelessly; with `observe`, also
+        the state `_observe` takes from them (CARL's prototype counts)."""
         with _scope_of(self.metrics_variables, metric_values) as scope:
-            if anchor_probabilities is not None:
-                self.prototype_usage.update_state(anchor_probabilities)
+            if observe:
+                self._observe(figures)
             logs = self._update_trackers(figures)
         return logs, _current(scope, self.metrics_variables, metric_values)
 

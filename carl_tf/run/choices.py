@@ -3,9 +3,11 @@
 `carl_tf.run.config` checks a config against them, and the command line offers them as flag
 choices, before TensorFlow loads: a mistake is reported in a second. `carl_tf.run.precision`
 and `carl_tf.run.strategy` take theirs from here; the backbones' and the optimizer's lists are
-the method's (`tests/test_cli_fast.py` checks that these match them).
+the method's (`tests/test_cli_fast.py` checks that these match them), as are the methods'
+(`carl_tf.training.methods.METHODS`).
 """
 
+METHODS = ("carl", "simclr")
 BACKBONES = ("resnet18", "resnet34", "resnet50")
 # Any keras.applications constructor, by name: keras:MobileNetV3Small.
 KERAS_BACKBONE_PATTERN = r"keras:[A-Z][A-Za-z0-9]*"

@@ -17,6 +17,7 @@ from carl_tf.errors import RunDirectoryError, UsageError
 from carl_tf.run.choices import (
     BACKBONES,
     KERAS_BACKBONE_PATTERN,
+    METHODS,
     PRECISIONS,
     STRATEGIES,
     WEIGHT_DECAY_MODES,
@@ -120,6 +121,8 @@ FIELDS: dict[str, Callable[[object], str | None]] = {
     "memory_budget_mb": _real(0.0, open_low=True),
     "split_seed": _integer(0),
     "image_size": _integer(1),
+    "method": _one_of(METHODS),
+    "simclr_temperature": _real(0.0, open_low=True),
     "backbone": _backbone,
     "backbone_width": _integer(1),
     "projection_hidden_dim": _integer(1),
@@ -174,9 +177,24 @@ SWITCHED_BY = {
 # field a record lacks counts as unchanged, carl_tf.run.rundir): a run recorded without it
 # trained with this one.
 DEFAULTS_BEFORE_RECORDED = {
+    "method": "carl",
+    "simclr_temperature": 0.2,
     "target_temperature": 1.0,
     "weight_decay_mode": "decoupled",
     "weight_decay_on": "all",
+}
+
+# CARL's options that change the views or the objective, with the value that turns each off: a
+# run of another method refuses them rather than ignoring them. (Lambda, K and the collapse
+# guard's fields, set by every preset, are simply unused there.)
+_CARL_OPTIONS_OFF = {
+    "symmetric": False,
+    "small_crops": 0,
+    "target_temperature": 1.0,
+    "unit_prototypes": False,
+    "cosine_temperature": 0.0,
+    "target_momentum": 0.0,
+    "prototype_block_size": 0,
 }
 
 # What a run directory records beside the fields in config.json (carl_tf.run.rundir): not
@@ -220,6 +238,14 @@ def validate_config(config) -> None:
             f"warmup_epochs ({values['warmup_epochs']}) must be fewer than epochs "
             f"({values['epochs']})",
         )
+    if values["method"] != "carl":
+        for name, off in _CARL_OPTIONS_OFF.items():
+            if values[name] != off:
+                raise ConfigFieldError(
+                    name,
+                    f"{name} ({values[name]}) is an option of method carl, not of "
+                    f"{values['method']}; set it to {off}",
+                )
     block = values["prototype_block_size"]
     if block and (block < 2 or values["num_prototypes"] % block):
         raise ConfigFieldError(

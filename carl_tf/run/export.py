@@ -1,8 +1,10 @@
-"""Export of a trained CARL: the backbone as a plain-TensorFlow SavedModel, the model as .keras.
+"""Export of a trained model (CARL or SimCLR): the backbone as a plain-TensorFlow SavedModel, the
+model as .keras.
 
 The SavedModel needs no carl_tf to load (`tf.saved_model.load`); its `serving_default` signature
 takes float32 images (N, H, W, 3) in [0, 255] named `images` (normalization is inside) and
-returns `{"features": (N, D)}`; `assign` returns `{"probabilities": (N, K)}`. Images of another
+returns `{"features": (N, D)}`; a CARL's `assign` returns `{"probabilities": (N, K)}`. Images of
+another
 shape are refused (InvalidArgumentError naming both shapes); N may be 0.
 
 A SavedModel is TensorFlow's format, so writing one needs TensorFlow installed, under either
@@ -19,6 +21,7 @@ from typing import TYPE_CHECKING
 import keras
 
 from carl_tf.errors import RunDirectoryError, UsageError
+from carl_tf.method.base import TwoViewModel
 from carl_tf.method.model import CARL
 
 if TYPE_CHECKING:  # TensorFlow is imported where a SavedModel is written, if installed
@@ -27,23 +30,23 @@ if TYPE_CHECKING:  # TensorFlow is imported where a SavedModel is written, if in
 logger = logging.getLogger(__name__)
 
 
-def export_backbone(model: CARL, path: str) -> None:
-    """Writes a CARL model's backbone, and its assigner as a second signature, as a SavedModel.
+def export_backbone(model: TwoViewModel, path: str) -> None:
+    """Writes a model's backbone, and a CARL's assigner as a second signature, as a SavedModel.
 
     The same export as a train.py run's `export/backbone/`, for a model trained with your own
     `fit`: plain TensorFlow serves it without carl_tf. `serving_default` maps float32 images
     `images` (N, H, W, 3) in [0, 255] to `{"features": (N, D)}`, `assign` to
-    `{"probabilities": (N, K)}`. Both refuse images of another shape and answer an empty batch,
+    `{"probabilities": (N, K)}` (a `carl_tf.SimCLR` has no assigner, so no `assign`). Both refuse images of another shape and answer an empty batch,
     see `_endpoint`. Under the JAX backend the two computations are converted by
     `keras.export.ExportArchive` (jax2tf) first and the checks wrapped around them in
     TensorFlow (`_jax_saved_model`).
 
     Args:
-        model: A `carl_tf.CARL` whose backbone takes images of a fixed size.
+        model: A `carl_tf.CARL` or `carl_tf.SimCLR` whose backbone takes images of a fixed size.
         path: The SavedModel directory to write.
 
     Raises:
-        UsageError: For a model that is not a `carl_tf.CARL`, a backbone without a fixed input
+        UsageError: For a model that is neither, a backbone without a fixed input
             size, or a machine without TensorFlow (a SavedModel is TensorFlow's format).
 
     Example:
@@ -51,9 +54,9 @@ def export_backbone(model: CARL, path: str) -> None:
         served = tf.saved_model.load("exported")
         features = served.signatures["serving_default"](images=batch)["features"]
     """
-    if not isinstance(model, CARL):
+    if not isinstance(model, TwoViewModel):
         raise UsageError(
-            f"export_backbone takes a carl_tf.CARL, got {type(model).__name__}; for a bare "
+            f"export_backbone takes a carl_tf.CARL or SimCLR, got {type(model).__name__}; for a bare "
             "Keras backbone use keras.export.ExportArchive or model.export"
         )
     height, width = model.backbone.input_shape[1:3]
@@ -67,16 +70,15 @@ def export_backbone(model: CARL, path: str) -> None:
     import tensorflow as tf
 
     images = tf.TensorSpec((None, height, width, 3), tf.float32, name="images")
-    computations = {
-        "features": lambda x: model.backbone(x, training=False),
-        "probabilities": lambda x: model.assign(x, training=False),
-    }
+    computations = {"features": lambda x: model.backbone(x, training=False)}
+    if isinstance(model, CARL):
+        computations["probabilities"] = lambda x: model.assign(x, training=False)
     if keras.backend.backend() == "jax":
         _jax_saved_model(model, computations, images, path)
         return
     archive = keras.export.ExportArchive()
     archive.track(model)
-    for name, output in SIGNATURES.items():
+    for name, output in _signatures(computations):
         archive.add_endpoint(
             name, _endpoint(output, computations[output], images), input_signature=[images]
         )
@@ -85,6 +87,11 @@ def export_backbone(model: CARL, path: str) -> None:
 
 # Signature name -> the name of its one output.
 SIGNATURES = {"serving_default": "features", "assign": "probabilities"}
+
+
+def _signatures(computations: dict) -> list[tuple[str, str]]:
+    """The (signature, output) pairs of `SIGNATURES` whose output the model computes."""
+    return [(name, output) for name, output in SIGNATURES.items() if output in computations]
 
 
 def _jax_saved_model(model: CARL, computations: dict, spec, path: str) -> None:
@@ -104,7 +111,7 @@ def _jax_saved_model(model: CARL, computations: dict, spec, path: str) -> None:
     module = tf.Module()
     weights = {}
     signatures = {}
-    for name, output in SIGNATURES.items():
+    for name, output in _signatures(computations):
         converted = archive.add_endpoint(output, computations[output], input_signature=[spec])
         for variable in converted.get_concrete_function().variables:
             weights[variable.ref()] = variable

@@ -164,12 +164,13 @@ def _duration(seconds: float) -> str:
 
 
 class RunTensorBoard(keras.callbacks.Callback):
-    """TensorBoard records of a CARL run, numbered like metrics.csv.
+    """TensorBoard records of a run, numbered like metrics.csv.
 
     Writes under `logdir/train`: `step/loss`, `step/consistency`, `step/kl` and
     `step/learning_rate` every `every_steps` optimizer steps (x = the step), `epoch/<figure>` for
-    every figure of the epoch's logs and `epoch/prototype_usage` as a histogram of how many
-    anchors each prototype won (x = the epoch, 1-based; `write_untrained` adds epoch 0).
+    every figure of the epoch's logs and, for a CARL, `epoch/prototype_usage` as a histogram of
+    how many anchors each prototype won (x = the epoch, 1-based; `write_untrained` adds epoch
+    0). Step figures a method does not log (SimCLR has the loss alone) are left out.
 
     The step's learning rate is the optimizer's schedule at the step count this callback keeps,
     not the optimizer's `learning_rate`: under the JAX backend Keras hands the optimizer's
@@ -211,7 +212,8 @@ class RunTensorBoard(keras.callbacks.Callback):
         self.writer.flush()
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.model.prototype_usage.reset_state()
+        if self._usage() is not None:
+            self._usage().reset_state()
 
     def on_train_begin(self, logs=None):
         # Counted here rather than read from the optimizer every batch (a device read per step,
@@ -245,17 +247,25 @@ class RunTensorBoard(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if self._summary is None:
             return
-        counts = np.asarray(self.model.prototype_usage.result())
         with self.writer.as_default():
             for name, value in (logs or {}).items():
                 if np.ndim(value) == 0:
                     self._summary.scalar(f"epoch/{name}", float(value), step=epoch + 1)
-            # One sample per prototype index, weighted by its wins: the usage histogram.
-            winners = np.repeat(np.arange(len(counts)), counts.astype(np.int64))
-            self._summary.histogram(
-                "epoch/prototype_usage", winners, step=epoch + 1, buckets=min(len(counts), 200)
-            )
+            if self._usage() is not None:
+                counts = np.asarray(self._usage().result())
+                # One sample per prototype index, weighted by its wins: the usage histogram.
+                winners = np.repeat(np.arange(len(counts)), counts.astype(np.int64))
+                self._summary.histogram(
+                    "epoch/prototype_usage",
+                    winners,
+                    step=epoch + 1,
+                    buckets=min(len(counts), 200),
+                )
         self.writer.flush()
+
+    def _usage(self):
+        """The model's per-prototype win counts (`CARL.prototype_usage`); None without them."""
+        return getattr(self.model, "prototype_usage", None)
 
     def on_train_end(self, logs=None):
         if self._writer is not None:

@@ -1,4 +1,5 @@
-"""One CARL pretraining run from a config: `carl_tf.pretrain(config, workdir)`.
+"""One pretraining run from a config: `carl_tf.pretrain(config, workdir)`, of `config.method`
+(CARL, or the SimCLR baseline: `carl_tf.training.methods`).
 
 The run is built in parts that each do one thing: the runtime (seed, precision, strategy), the
 data, the model, the run directory, the callbacks, the fit, and the export. Everything that can
@@ -23,11 +24,8 @@ import numpy as np
 from carl_tf import data
 from carl_tf.errors import TrainingFailed, UsageError
 from carl_tf.evaluation.monitor import KNNMonitor
-from carl_tf.method.augment import SimCLRAugment
-from carl_tf.method.backbones import build_backbone
-from carl_tf.method.model import CARL
-from carl_tf.method.optimizer import build_optimizer
-from carl_tf.method.schedules import KLWeightSchedule
+from carl_tf.method.augment import CROP_RATIO
+from carl_tf.method.base import TwoViewModel
 from carl_tf.run import signals
 from carl_tf.run.callbacks import (
     CollapseGuard,
@@ -35,7 +33,6 @@ from carl_tf.run.callbacks import (
     RaiseSignals,
     RunRecorder,
     StopOnNaN,
-    collapse_advice,
 )
 from carl_tf.run.config import validate_config
 from carl_tf.run.export import export_run
@@ -44,11 +41,9 @@ from carl_tf.run.progress import RESULT, EpochLog, RunTensorBoard, talking
 from carl_tf.run.rundir import RunDirectory
 from carl_tf.run.strategy import is_chief, make_strategy, worker_workdir
 from carl_tf.training import views, worker_input
+from carl_tf.training.methods import METHODS, build_model
 
 logger = logging.getLogger(__name__)
-
-# SimCLR's range of crop aspect ratios (width / height), as SimCLRAugment's default.
-CROP_RATIO = (3 / 4, 4 / 3)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,6 +171,11 @@ def _pretrain(config, workdir, overwrite, extend, progress_bar: bool) -> Pretrai
             config.batch_size,
             unused,
         )
+    if config.method == "simclr":
+        logger.info(
+            "method simclr: NT-Xent at temperature %g in place of CARL's objective",
+            config.simclr_temperature,
+        )
     knn_sets = load_knn_sets(config)
     with strategy.scope():
         model = build_model(config, steps_per_epoch, cycle_start_epoch=_cycle_start(extensions))
@@ -190,7 +190,7 @@ def _pretrain(config, workdir, overwrite, extend, progress_bar: bool) -> Pretrai
         epochs_done = resume(model, chief_dir, run_dir)
         recorder = RunRecorder(run_dir, epochs_done)
         with naming_the_epoch(recorder):
-            callbacks, guards = make_callbacks(
+            callbacks = make_callbacks(
                 config, model, run_dir, knn_sets, recorder, progress_bar=progress_bar
             )
             logger.info(
@@ -210,7 +210,7 @@ def _pretrain(config, workdir, overwrite, extend, progress_bar: bool) -> Pretrai
                     verbose=1 if progress_bar else 0,  # EpochLog prints the epoch lines
                     shuffle=False,  # make_dataset reshuffles every epoch
                 )
-        raise_on_failure(config, policy, *guards)
+        raise_on_failure(config, policy, callbacks)
         export_run(model, run_dir.export_dir)
         if not is_chief(strategy):  # its files duplicate the chief's; written for the collectives
             shutil.rmtree(run_dir.path, ignore_errors=True)
@@ -257,47 +257,6 @@ def setup_runtime(config):
         raise UsageError(str(error)) from error
     logger.info("precision %s: Keras dtype policy %s", config.precision, policy)
     return policy, strategy
-
-
-def build_model(config, steps_per_epoch: int, cycle_start_epoch: int = 0) -> CARL:
-    """The CARL model of a config, compiled with SGD and the (warmup +) cosine learning rate
-    (`carl_tf.method.optimizer`).
-
-    `cycle_start_epoch` > 0 (a run extended with `restart`) starts the cosine cycle afresh, from
-    the peak rate without warmup, at that epoch and ends it at `config.epochs`.
-    """
-    backbone = build_backbone(
-        config.backbone, width=config.backbone_width, image_size=config.image_size
-    )
-    augmenter = SimCLRAugment(
-        image_size=config.image_size,
-        crop_scale=(config.crop_min_scale, 1.0),
-        crop_ratio=CROP_RATIO,
-        blur_probability=config.blur_probability,
-    )
-    model = CARL(
-        backbone,
-        num_prototypes=config.num_prototypes,
-        projection_hidden_units=(config.projection_hidden_dim,) * config.projection_hidden_layers,
-        projection_dim=config.projection_dim,
-        augmenter=augmenter,
-        kl_weight=config.kl_start,
-        symmetric=config.symmetric,
-        small_crops=config.small_crops,
-        small_crop_size=config.small_crop_size,
-        small_crop_scale=(config.small_crop_min_scale, config.small_crop_max_scale),
-        target_temperature=config.target_temperature,
-        unit_prototypes=config.unit_prototypes,
-        cosine_temperature=config.cosine_temperature,
-        target_momentum=config.target_momentum,
-        prototype_block_size=config.prototype_block_size,
-    )
-    optimizer = build_optimizer(config, model, steps_per_epoch, cycle_start_epoch)
-    # JAX runs an uncompiled step op by op, several times slower: there the step is always
-    # compiled, and `jit_compile` chooses only for TensorFlow.
-    jit_compile = config.jit_compile or keras.backend.backend() == "jax"
-    model.compile(optimizer=optimizer, jit_compile=jit_compile)
-    return model
 
 
 def training_data(config, source: data.ImageSource, strategy):
@@ -389,7 +348,7 @@ def load_knn_sets(config):
     return tuple(sets)
 
 
-def resume(model: CARL, chief_dir: RunDirectory, run_dir: RunDirectory) -> int:
+def resume(model: TwoViewModel, chief_dir: RunDirectory, run_dir: RunDirectory) -> int:
     """Restores the newest checkpoint into `model`; returns the epochs it holds (0: none).
 
     Every worker resumes from the chief's newest checkpoint (the workdir is on storage all
@@ -432,20 +391,20 @@ def naming_the_epoch(recorder: RunRecorder) -> Iterator[None]:
 
 def make_callbacks(
     config,
-    model: CARL,
+    model: TwoViewModel,
     run_dir: RunDirectory,
     knn_sets,
     recorder: RunRecorder,
     progress_bar: bool = False,
 ):
-    """The run's callbacks, and its (NaN, collapse) guards to check after `fit`.
+    """The run's callbacks: the method's own (`carl_tf.training.methods`), then every run's.
 
     Measures and records the untrained backbone's kNN (epoch 0) on a fresh run (one that
     `recorder` starts at epoch 1). Order matters: the monitor adds its figure before the
     records and the epoch line read the logs.
     """
     epochs_done = recorder.epoch_in_progress - 1
-    callbacks = [KLWeightSchedule(config.kl_start, config.kl_end, config.kl_decay_epochs)]
+    callbacks = METHODS[config.method].callbacks(config)
     board = RunTensorBoard(run_dir.tensorboard_dir)
     board.set_model(model)
     if knn_sets:
@@ -464,41 +423,30 @@ def make_callbacks(
             board.write_untrained(untrained)
         callbacks.append(monitor)
     nan_guard = StopOnNaN()
-    advice = collapse_advice(
-        config.num_prototypes,
-        config.batch_size,
-        config.learning_rate,
-        config.kl_start,
-        config.kl_end,
-    )
-    collapse_guard = CollapseGuard(
-        config.collapse_fraction,
-        config.batch_size,
-        patience=config.collapse_patience,
-        advice=advice,
-    )
-    callbacks += [collapse_guard, nan_guard, recorder, board]
+    callbacks += [nan_guard, recorder, board]
     if progress_bar:  # Keras's bar, finished before the epoch line below is printed
         callbacks.append(keras.callbacks.ProgbarLogger())
     callbacks += [EpochLog(config.epochs), RaiseSignals()]
-    return callbacks, (nan_guard, collapse_guard)
+    return callbacks
 
 
-def raise_on_failure(config, policy: str, nan_guard: StopOnNaN, collapse_guard: CollapseGuard):
-    """Raises TrainingFailed when a guard stopped the fit, naming the settings to change."""
-    if nan_guard.failed_at:
-        epoch, batch = nan_guard.failed_at
-        hint = "" if policy == "float32" else " or use --precision=float32"
-        raise TrainingFailed(
-            f"the loss became NaN at epoch {epoch}, batch {batch}; lower --learning_rate "
-            f"(now {config.learning_rate}){hint} and rerun with --overwrite"
-        )
-    if collapse_guard.stopped_at:
-        raise TrainingFailed(
-            f"the assignment collapsed: fewer than {collapse_guard.threshold():g} "
-            f"prototypes in use per batch for {collapse_guard.patience} epochs, up to epoch "
-            f"{collapse_guard.stopped_at}; {collapse_guard.advice}, and rerun with --overwrite"
-        )
+def raise_on_failure(config, policy: str, callbacks) -> None:
+    """Raises TrainingFailed when a guard among `callbacks` (`StopOnNaN`, `CollapseGuard`)
+    stopped the fit, naming the settings to change."""
+    for guard in callbacks:
+        if isinstance(guard, StopOnNaN) and guard.failed_at:
+            epoch, batch = guard.failed_at
+            hint = "" if policy == "float32" else " or use --precision=float32"
+            raise TrainingFailed(
+                f"the loss became NaN at epoch {epoch}, batch {batch}; lower --learning_rate "
+                f"(now {config.learning_rate}){hint} and rerun with --overwrite"
+            )
+        if isinstance(guard, CollapseGuard) and guard.stopped_at:
+            raise TrainingFailed(
+                f"the assignment collapsed: fewer than {guard.threshold():g} prototypes in use "
+                f"per batch for {guard.patience} epochs, up to epoch {guard.stopped_at}; "
+                f"{guard.advice}, and rerun with --overwrite"
+            )
 
 
 def _result(run_dir: RunDirectory, trained: bool) -> PretrainResult:
