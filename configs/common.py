@@ -5,6 +5,8 @@ Each `configs/<dataset>.py` starts from `paper_recipe()` and states what differs
 
 import ml_collections
 
+from carl_tf.evaluation.settings import COLLAPSE_FRACTION, KNN_K, KNN_TEMPERATURE
+
 
 def paper_recipe() -> ml_collections.ConfigDict:
     """ResNet-18, batch 256, SGD(0.9), lr 0.03 x batch/256 with cosine decay, 200 epochs."""
@@ -91,11 +93,11 @@ def paper_recipe() -> ml_collections.ConfigDict:
     # >0: the monitor's bank is a fixed subset of this many labelled images (split_seed), which
     # bounds its time and its features' memory on large datasets; 0: the whole bank split.
     c.knn_bank_size = 0
-    c.knn_k = 200
-    c.knn_temperature = 0.1
+    c.knn_k = KNN_K  # the kNN protocol of the evaluation (carl_tf.evaluation.settings)
+    c.knn_temperature = KNN_TEMPERATURE
     # Collapse: fewer than this fraction of min(K, batch) prototypes in use per batch warns;
     # collapse_patience such epochs in a row stop the run (exit 1, no export); 0 only warns.
-    c.collapse_fraction = 0.1
+    c.collapse_fraction = COLLAPSE_FRACTION
     c.collapse_patience = 2
 
     # Runtime.

@@ -149,6 +149,9 @@ def test_knn_curve_marks_measured_epochs_without_solid_lines_across_gaps():
 def test_few_prototypes_in_inference_mode_get_a_note():
     from carl_tf.evaluation.evaluate import _few_prototypes_note
 
-    assert _few_prototypes_note(np.arange(300) % 50, num_prototypes=100) == []
-    (note,) = _few_prototypes_note(np.zeros(300, int), num_prototypes=100)
+    assert _few_prototypes_note(np.arange(300) % 50, num_prototypes=100, fraction=0.1) == []
+    (note,) = _few_prototypes_note(np.zeros(300, int), num_prototypes=100, fraction=0.1)
     assert "only 1 of 100 prototypes" in note and "BatchNorm" in note
+    # The run's own collapse_fraction: 50 of 100 in use is few when it asks for 60 %.
+    (note,) = _few_prototypes_note(np.arange(300) % 50, num_prototypes=100, fraction=0.6)
+    assert "only 50 of 100 prototypes" in note

@@ -17,6 +17,8 @@ from carl_tf.cli.common import load_keras, parse_flags, run_main
 from carl_tf.errors import UsageError
 from carl_tf.evaluation.settings import (
     DEFAULT_LEARNING_RATE,
+    KNN_K,
+    KNN_TEMPERATURE,
     LINEAR_MODES,
     PROTOCOLS,
     ProtocolSettings,
@@ -55,8 +57,10 @@ _DOWNLOAD = flags.DEFINE_bool("download", False, "Let TFDS download a missing da
 _PROTOCOL = flags.DEFINE_list(
     "protocol", list(PROTOCOLS), f"Comma-separated protocols to run, from {', '.join(PROTOCOLS)}."
 )
-_KNN_K = flags.DEFINE_integer("knn_k", 200, "Neighbours of knn_top1 (knn20_top1 always uses 20).")
-_KNN_TEMPERATURE = flags.DEFINE_float("knn_temperature", 0.1, "T of the kNN vote exp(sim / T).")
+_KNN_K = flags.DEFINE_integer("knn_k", KNN_K, "Neighbours of knn_top1 (knn20_top1 always uses 20).")
+_KNN_TEMPERATURE = flags.DEFINE_float(
+    "knn_temperature", KNN_TEMPERATURE, "T of the kNN vote exp(sim / T)."
+)
 _LINEAR = flags.DEFINE_enum(
     "linear",
     "features",

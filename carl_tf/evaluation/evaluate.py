@@ -23,6 +23,7 @@ from carl_tf.evaluation.linear_eval import augments_images
 from carl_tf.evaluation.loading import LoadedModel, load_model, random_backbone
 from carl_tf.evaluation.protocols import PROTOCOLS, ProtocolSettings, run_protocols
 from carl_tf.evaluation.report import UnsavedResults, figure_labels, format_table, write_json
+from carl_tf.evaluation.settings import COLLAPSE_FRACTION
 
 logger = logging.getLogger(__name__)
 
@@ -169,7 +170,8 @@ def evaluate(
             "backbone, or a SavedModel without the 'assign' signature)."
         )
     if evaluation.assignments is not None:
-        notes += _few_prototypes_note(evaluation.assignments, loaded.num_prototypes)
+        fraction = (loaded.run_config or {}).get("collapse_fraction", COLLAPSE_FRACTION)
+        notes += _few_prototypes_note(evaluation.assignments, loaded.num_prototypes, fraction)
     notes += _small_data_notes(settings, data_settings, num_classes, len(train[1]))
     baseline_policy = None
     if baseline:
@@ -247,18 +249,18 @@ def _unsaved(result: EvaluationResult, message: str) -> UnsavedResults:
 
 # Fewer prototypes in use than this fraction of min(K, test images) make the prototype figures
 # suspect: CollapseGuard's threshold, applied to inference-mode assignments.
-_FEW_PROTOTYPES = 0.1
-
-
-def _few_prototypes_note(assignments: np.ndarray, num_prototypes: int) -> list[str]:
-    """A note when inference-mode assignments fall onto few prototypes, naming the likely cause.
+def _few_prototypes_note(
+    assignments: np.ndarray, num_prototypes: int, fraction: float
+) -> list[str]:
+    """A note when inference-mode assignments use fewer than `fraction` of min(K, images)
+    prototypes (the run's collapse_fraction), naming the likely cause.
 
     Inference normalizes with BatchNorm's moving statistics; after a short run (or one whose
     batch statistics moved fast) they lag the batches the assigner trained on, and the argmax
     collapses onto a few prototypes although training used many.
     """
     used = len(np.unique(assignments))
-    if used >= _FEW_PROTOTYPES * min(num_prototypes, len(assignments)):
+    if used >= fraction * min(num_prototypes, len(assignments)):
         return []
     return [
         f"the prototype figures rest on only {used} of {num_prototypes} prototypes in use for "

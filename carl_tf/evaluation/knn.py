@@ -10,6 +10,8 @@ In NumPy, so it runs under every Keras backend and without TensorFlow; float32 t
 
 import numpy as np
 
+from carl_tf.evaluation.settings import KNN_K, KNN_TEMPERATURE
+
 # Bytes per cell of a `(query rows, bank columns)` similarity block while it is scored: the
 # float32 similarities, `np.partition`'s copy, two boolean masks and the gathered values.
 _BYTES_PER_CELL = 16
@@ -41,8 +43,8 @@ def knn_predict(
     train_labels: np.ndarray,
     test_features: np.ndarray,
     *,
-    k: int = 200,
-    temperature: float = 0.1,
+    k: int = KNN_K,
+    temperature: float = KNN_TEMPERATURE,
     num_classes: int | None = None,
     batch_size: int = 512,
     memory_budget_mb: float = DEFAULT_BLOCK_MB,
@@ -149,8 +151,8 @@ def knn_accuracy(
     test_features: np.ndarray,
     test_labels: np.ndarray,
     *,
-    k: int = 200,
-    temperature: float = 0.1,
+    k: int = KNN_K,
+    temperature: float = KNN_TEMPERATURE,
     num_classes: int | None = None,
     batch_size: int = 512,
     memory_budget_mb: float = DEFAULT_BLOCK_MB,

@@ -8,10 +8,12 @@ import numpy as np
 
 from carl_tf.evaluation.features import extract_dataset_features, extract_features
 from carl_tf.evaluation.knn import DEFAULT_BLOCK_MB, knn_accuracy
+from carl_tf.evaluation.settings import KNN_K, KNN_TEMPERATURE
 
 
 class KNNMonitor(keras.callbacks.Callback):
-    """Weighted kNN top-1 (k = 200, T = 0.1, cosine) of the backbone's features every few epochs.
+    """Weighted kNN top-1 (cosine; k = 200, T = 0.1 by default) of the backbone's features every
+    few epochs.
 
     Adds `knn_top1` (percent) to the epoch's logs after every `every` epochs and after the last
     epoch of `fit`, so `History`, CSVLogger and TensorBoard record it. Only features are held
@@ -41,8 +43,8 @@ class KNNMonitor(keras.callbacks.Callback):
         queries,
         *,
         every: int = 1,
-        k: int = 200,
-        temperature: float = 0.1,
+        k: int = KNN_K,
+        temperature: float = KNN_TEMPERATURE,
         epochs: int | None = None,
         memory_budget_mb: float = DEFAULT_BLOCK_MB,
     ):

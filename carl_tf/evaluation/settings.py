@@ -13,8 +13,17 @@ from carl_tf.errors import UsageError
 DEFAULT_LEARNING_RATE = 0.1
 PROTOCOLS = ("knn", "linear", "cluster")
 LINEAR_MODES = ("full", "features")
-# The second kNN figure, beside the configurable k (200 by default, as in Wu et al. 2018).
+# The weighted kNN protocol of Wu et al. 2018 (InstDisc), as MoCo and solo-learn report it:
+# k = 200 neighbours, vote weight exp(similarity / 0.1). The defaults of the evaluation, of
+# `carl_tf.KNNMonitor` and of the presets' monitor (configs/common.py).
+KNN_K = 200
+KNN_TEMPERATURE = 0.1
+# The second kNN figure, beside the configurable k.
 SMALL_K = 20
+# Fewer prototypes in use than this fraction of min(K, images) reads as a collapse: the
+# presets' collapse guard during training (configs/common.py) and the evaluation's note on
+# assignments of a model that records no run.
+COLLAPSE_FRACTION = 0.1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,8 +43,8 @@ class ProtocolSettings:
     """
 
     protocols: tuple[str, ...] = PROTOCOLS
-    knn_k: int = 200
-    knn_temperature: float = 0.1
+    knn_k: int = KNN_K
+    knn_temperature: float = KNN_TEMPERATURE
     linear: str = "features"
     linear_epochs: int = 100
     linear_learning_rate: float = DEFAULT_LEARNING_RATE
