@@ -204,7 +204,7 @@ import keras  # noqa: E402
 from carl_tf import data  # noqa: E402
 from carl_tf.configs import cifar10, cifar10_cpu  # noqa: E402
 from carl_tf.evaluation.monitor import KNNMonitor  # noqa: E402
-from carl_tf.method.schedules import KLWeightSchedule  # noqa: E402
+from carl_tf.method.schedules import kl_weight_schedule  # noqa: E402
 from carl_tf.training.methods import build_model  # noqa: E402
 
 
@@ -459,7 +459,7 @@ def main(args: argparse.Namespace) -> None:
             epochs=config.epochs,
             steps_per_epoch=steps_per_epoch,
             callbacks=[
-                KLWeightSchedule(config.kl_start, config.kl_end, config.kl_decay_epochs),
+                kl_weight_schedule(config),
                 BudgetRun(args.minutes, monitor, config.knn_every, config.batch_size, out, summary),
             ],
             verbose=0,

@@ -2,8 +2,8 @@
 the offline digits by default.
 
 A preset gives every setting: `--dataset=NAME` alone picks the preset NAME when carl_tf ships
-one (cifar10, cifar100, stl10, digits, cifar10_cpu), else the paper's recipe on that source;
-`--config=NAME[:ARG]` or `--config=PATH.py[:ARG]` picks one explicitly, and `--config.FIELD=VALUE`
+one (cifar10, cifar100, stl10, imagenet2012, digits, cifar10_cpu), else the paper's recipe on
+that source; `--config=NAME[:ARG]` or `--config=PATH.py[:ARG]` picks one explicitly, and `--config.FIELD=VALUE`
 overrides any field of it. Running the same command again resumes from the last finished epoch.
 """
 
@@ -19,7 +19,7 @@ from ml_collections import config_flags
 
 from carl_tf.cli.common import load_keras, parse_flags, run_main
 from carl_tf.errors import UsageError
-from carl_tf.run.choices import BACKBONES, METHODS, PRECISIONS, STRATEGIES
+from carl_tf.run.choices import BACKBONES, EXTEND_MODES, METHODS, PRECISIONS, STRATEGIES
 from carl_tf.run.config import unknown_field_error, validate_config
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -45,10 +45,10 @@ _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Delete the workdir's run and
 _EXTEND = flags.DEFINE_enum(
     "extend",
     None,
-    ["rescale", "restart"],
-    "Train a run longer than it was started for (--epochs above its own): rescale stretches "
-    "the learning-rate cycle and the lambda decay to the new length; restart runs a new cosine "
-    "cycle from the peak rate over the added epochs with lambda at its end value.",
+    list(EXTEND_MODES),
+    "Train a run longer than it was started for (--epochs above its own): "
+    + "; ".join(f"{mode}: {what}" for mode, what in EXTEND_MODES.items())
+    + ".",
 )
 _PRINT_CONFIG = flags.DEFINE_bool(
     "print_config", False, "Print the resolved, checked config and the workdir, then exit."

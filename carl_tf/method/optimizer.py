@@ -1,4 +1,4 @@
-"""The pretraining optimizer: SGD with momentum, weight decay as the recipe means it, cosine rate.
+"""The pretraining optimizer: SGD with momentum and weight decay as the recipe means it.
 
 The paper follows MoCo's recipe, written for PyTorch's SGD, where weight decay is an L2 term added
 to the gradient before momentum (`coupled`): with momentum 0.9 a weight shrinks by about
@@ -12,7 +12,7 @@ prototypes are decayed too (`all`, as both optimizers do by default) or only the
 import keras
 from keras import ops
 
-from carl_tf.method.schedules import StartAt
+from carl_tf.method.schedules import learning_rate_schedule
 
 WEIGHT_DECAY_MODES = ("decoupled", "coupled")
 WEIGHT_DECAY_ON = ("all", "kernels")
@@ -40,37 +40,16 @@ class CoupledSGD(keras.optimizers.SGD):
         """Nothing: the decay is in the gradient (`update_step`), not applied beside it."""
 
 
-def learning_rate_schedule(config, steps_per_epoch: int, cycle_start_epoch: int = 0):
-    """The config's (warmup +) cosine learning rate, peaking at `learning_rate * batch / 256`.
-
-    `cycle_start_epoch` > 0 (a run extended with `restart`) starts the cosine cycle afresh, from
-    the peak rate without warmup, at that epoch and ends it at `config.epochs`.
-    """
-    peak = config.learning_rate * config.batch_size / 256
-    if cycle_start_epoch:
-        return StartAt(
-            keras.optimizers.schedules.CosineDecay(
-                peak, decay_steps=(config.epochs - cycle_start_epoch) * steps_per_epoch
-            ),
-            start_step=cycle_start_epoch * steps_per_epoch,
-        )
-    warmup_steps = config.warmup_epochs * steps_per_epoch
-    return keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0 if warmup_steps else peak,
-        warmup_target=peak if warmup_steps else None,
-        warmup_steps=warmup_steps,
-        decay_steps=(config.epochs - config.warmup_epochs) * steps_per_epoch,
-    )
-
-
-def build_optimizer(config, model: keras.Model, steps_per_epoch: int, cycle_start_epoch: int = 0):
-    """SGD with momentum on the config's learning-rate schedule, decaying `model`'s weights as
-    `config.weight_decay_mode` and `config.weight_decay_on` say (module docstring).
+def build_optimizer(config, model: keras.Model, steps_per_epoch: int, extensions=()):
+    """SGD with momentum on the run's learning-rate schedule
+    (`carl_tf.method.schedules.learning_rate_schedule`, which takes the run's recorded
+    `extensions`), decaying `model`'s weights as `config.weight_decay_mode` and
+    `config.weight_decay_on` say (module docstring).
 
     `model` must be built (its variables exist) and the optimizer not yet: the exclusions are
     fixed before the optimizer's first build.
     """
-    schedule = learning_rate_schedule(config, steps_per_epoch, cycle_start_epoch)
+    schedule = learning_rate_schedule(config, steps_per_epoch, extensions)
     sgd = CoupledSGD if config.weight_decay_mode == "coupled" else keras.optimizers.SGD
     optimizer = sgd(schedule, momentum=config.momentum, weight_decay=config.weight_decay or None)
     if config.weight_decay_on == "kernels":

@@ -1,4 +1,14 @@
-"""The lambda_e schedule of CARL eq. 8: linear decay of the KL weight from b to a over E epochs."""
+"""Every schedule of a run, built from its config: the learning rate's (warmup +) cosine cycle,
+the KL weight lambda_e of CARL eq. 8 (linear decay from b to a over E epochs), and what
+extending a finished run does to both (`carl_tf.run.choices.EXTEND_MODES`).
+
+`learning_rate_schedule` and `kl_weight_schedule` are what training calls; a run extended with
+`rescale` has its `epochs` and `kl_decay_epochs` stretched in its record, so both schedules
+stretch with them, and one extended with `restart` starts a new cosine cycle where the
+extension began (`cycle_start`) while its record keeps lambda's decay (`carl_tf.run.rundir`).
+"""
+
+from collections.abc import Sequence
 
 import keras
 
@@ -42,6 +52,45 @@ class KLWeightSchedule(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.model.kl_weight.assign(linear_decay(epoch, self.start, self.end, self.decay_epochs))
+
+
+def kl_weight_schedule(config) -> KLWeightSchedule:
+    """Lambda's schedule (eq. 8) of a run: `kl_start` -> `kl_end` over `kl_decay_epochs`."""
+    return KLWeightSchedule(config.kl_start, config.kl_end, config.kl_decay_epochs)
+
+
+def cycle_start(extensions: Sequence[dict]) -> int:
+    """The epoch the learning-rate cycle starts at: the last `restart` extension's, else 0.
+
+    `extensions` are the run's recorded extensions (`carl_tf.run.rundir`); a `rescale` after a
+    restart stretches that restarted cycle to the new end.
+    """
+    restarts = [e["from_epochs"] for e in extensions if e["schedules"] == "restart"]
+    return restarts[-1] if restarts else 0
+
+
+def learning_rate_schedule(config, steps_per_epoch: int, extensions: Sequence[dict] = ()):
+    """The run's (warmup +) cosine learning rate, peaking at `learning_rate * batch / 256`.
+
+    After a `restart` extension (`cycle_start`) the cosine cycle starts afresh, from the peak
+    rate without warmup, at the extension's first epoch and ends at `config.epochs`.
+    """
+    peak = config.learning_rate * config.batch_size / 256
+    start = cycle_start(extensions)
+    if start:
+        return StartAt(
+            keras.optimizers.schedules.CosineDecay(
+                peak, decay_steps=(config.epochs - start) * steps_per_epoch
+            ),
+            start_step=start * steps_per_epoch,
+        )
+    warmup_steps = config.warmup_epochs * steps_per_epoch
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup_steps else peak,
+        warmup_target=peak if warmup_steps else None,
+        warmup_steps=warmup_steps,
+        decay_steps=(config.epochs - config.warmup_epochs) * steps_per_epoch,
+    )
 
 
 @keras.saving.register_keras_serializable(package="carl_tf")

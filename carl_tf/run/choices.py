@@ -8,6 +8,13 @@ the method's (`tests/test_cli_fast.py` checks that these match them), as are the
 """
 
 METHODS = ("carl", "simclr")
+# What the schedules do when a run is trained longer than it was started for
+# (`carl_tf.method.schedules` builds them, `carl_tf.run.rundir` records the extension).
+EXTEND_MODES = {
+    "rescale": "the learning-rate cycle and the lambda decay stretched to the new length",
+    "restart": "a new cosine cycle from the peak rate over the added epochs, lambda kept at its "
+    "end value",
+}
 BACKBONES = ("resnet18", "resnet34", "resnet50")
 # Any keras.applications constructor, by name: keras:MobileNetV3Small.
 KERAS_BACKBONE_PATTERN = r"keras:[A-Z][A-Za-z0-9]*"

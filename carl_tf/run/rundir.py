@@ -21,6 +21,7 @@ import zipfile
 from collections.abc import Iterator
 
 from carl_tf.errors import RunDirectoryError
+from carl_tf.run.choices import EXTEND_MODES
 from carl_tf.run.config import (
     DEFAULTS_BEFORE_RECORDED,
     RECORD_KEYS,
@@ -41,12 +42,6 @@ METRICS_COLUMNS = (
 )
 _CHECKPOINT = re.compile(r"^ckpt-(\d{4,})\.keras$")
 _CHECKPOINTS_KEPT = 2
-# What the schedules do when a run is trained longer than it was started for:
-# rescale: the learning-rate cycle and the lambda decay are stretched to the new length, and the
-#   run continues at its epoch's point of the stretched schedules (the rate rises again);
-# restart: a new cosine cycle from the peak rate runs over the added epochs; lambda keeps the
-#   decay it had, so it stays at its end value.
-EXTEND_MODES = ("rescale", "restart")
 
 logger = logging.getLogger(__name__)
 
@@ -164,16 +159,14 @@ class RunDirectory:
         if longer and extend in EXTEND_MODES:
             step = {"from_epochs": previous["epochs"], "to_epochs": config["epochs"]}
             record = {**config, "extensions": [*extensions, {**step, "schedules": extend}]}
-            if extend == "restart":  # lambda stays where the run left it
+            if extend == "restart":  # lambda keeps its decay, so it stays at its end value
                 record["kl_decay_epochs"] = previous["kl_decay_epochs"]
             return record
         if longer:
             raise RunDirectoryError(
                 f"workdir {self.path} holds a {previous['epochs']}-epoch run",
-                f"to train it to {config['epochs']} epochs pass extend=rescale (the "
-                "learning-rate cycle and the lambda decay stretched to the new length) or "
-                "extend=restart (a new cosine cycle from the peak rate over the added epochs, "
-                "lambda kept at its end value)",
+                f"to train it to {config['epochs']} epochs pass "
+                + " or ".join(f"extend={mode} ({what})" for mode, what in EXTEND_MODES.items()),
                 fields=("extend",),
             )
         shown = ", ".join(f"{k} {previous.get(k)!r} -> {config.get(k)!r}" for k in changed[:3])

@@ -17,7 +17,7 @@ from carl_tf.method.backbones import build_backbone
 from carl_tf.method.base import TwoViewModel
 from carl_tf.method.model import CARL
 from carl_tf.method.optimizer import build_optimizer
-from carl_tf.method.schedules import KLWeightSchedule
+from carl_tf.method.schedules import kl_weight_schedule
 from carl_tf.method.simclr import SimCLR
 from carl_tf.run.callbacks import CollapseGuard, collapse_advice
 
@@ -59,7 +59,7 @@ def _carl_callbacks(config) -> list[keras.callbacks.Callback]:
         config.kl_end,
     )
     return [
-        KLWeightSchedule(config.kl_start, config.kl_end, config.kl_decay_epochs),
+        kl_weight_schedule(config),
         CollapseGuard(
             config.collapse_fraction,
             config.batch_size,
@@ -85,13 +85,10 @@ METHODS = {
 }
 
 
-def build_model(config, steps_per_epoch: int, cycle_start_epoch: int = 0) -> TwoViewModel:
-    """The model of `config.method`, compiled with SGD and the (warmup +) cosine learning rate
-    (`carl_tf.method.optimizer`).
-
-    `cycle_start_epoch` > 0 (a run extended with `restart`) starts the cosine cycle afresh, from
-    the peak rate without warmup, at that epoch and ends it at `config.epochs`.
-    """
+def build_model(config, steps_per_epoch: int, extensions=()) -> TwoViewModel:
+    """The model of `config.method`, compiled with SGD (`carl_tf.method.optimizer`) on the
+    run's learning-rate schedule (`carl_tf.method.schedules`; `extensions` are the run's
+    recorded extensions, which decide where its cosine cycle starts)."""
     backbone = build_backbone(
         config.backbone, width=config.backbone_width, image_size=config.image_size
     )
@@ -101,7 +98,7 @@ def build_model(config, steps_per_epoch: int, cycle_start_epoch: int = 0) -> Two
         blur_probability=config.blur_probability,
     )
     model = METHODS[config.method].build(config, backbone, augmenter)
-    optimizer = build_optimizer(config, model, steps_per_epoch, cycle_start_epoch)
+    optimizer = build_optimizer(config, model, steps_per_epoch, extensions)
     # JAX runs an uncompiled step op by op, several times slower: there the step is always
     # compiled, and `jit_compile` chooses only for TensorFlow.
     jit_compile = config.jit_compile or keras.backend.backend() == "jax"

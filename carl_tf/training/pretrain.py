@@ -34,6 +34,7 @@ from carl_tf.run.callbacks import (
     RunRecorder,
     StopOnNaN,
 )
+from carl_tf.run.choices import EXTEND_MODES
 from carl_tf.run.config import validate_config
 from carl_tf.run.export import export_run
 from carl_tf.run.precision import set_precision
@@ -88,7 +89,7 @@ def pretrain(
         overwrite: Delete the run already in `workdir` (only once everything is checked).
         extend: For a `config` with more epochs than the run in `workdir` (finished or not):
             `rescale` or `restart`, what the learning-rate and lambda schedules do over the
-            added epochs (see `carl_tf.run.rundir.EXTEND_MODES`); recorded in config.json.
+            added epochs (see `carl_tf.run.choices.EXTEND_MODES`); recorded in config.json.
         verbose: As `model.fit`'s: "auto" (1 on a terminal, else 2), 0 (warnings only), 1
             (Keras's progress bar and a line per epoch) or 2 (a line per epoch). Unless the
             program configured `logging` itself, the lines go to stdout: the data, the untrained
@@ -178,7 +179,7 @@ def _pretrain(config, workdir, overwrite, extend, progress_bar: bool) -> Pretrai
         )
     knn_sets = load_knn_sets(config)
     with strategy.scope():
-        model = build_model(config, steps_per_epoch, cycle_start_epoch=_cycle_start(extensions))
+        model = build_model(config, steps_per_epoch, extensions)
 
     # Held from before the directory is created (or deleted by --overwrite) through the export,
     # so a second train.py on the same workdir is refused before it changes anything.
@@ -220,25 +221,12 @@ def _pretrain(config, workdir, overwrite, extend, progress_bar: bool) -> Pretrai
     return _result(chief_dir, trained=True)
 
 
-def _cycle_start(extensions: list[dict]) -> int:
-    """The epoch the learning-rate cycle starts at: the last `restart` extension's, else 0.
-
-    A `rescale` extension after a restart stretches that restarted cycle to the new end.
-    """
-    restarts = [e["from_epochs"] for e in extensions if e["schedules"] == "restart"]
-    return restarts[-1] if restarts else 0
-
-
 def _log_extension(extension: dict) -> None:
-    how = {
-        "rescale": "the learning-rate cycle and the lambda decay stretched to the new length",
-        "restart": "a new cosine cycle from the peak rate, lambda kept at its end value",
-    }[extension["schedules"]]
     logger.info(
         "extending the %d-epoch run to %d epochs: %s (--extend=%s)",
         extension["from_epochs"],
         extension["to_epochs"],
-        how,
+        EXTEND_MODES[extension["schedules"]],
         extension["schedules"],
     )
 
