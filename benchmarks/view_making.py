@@ -27,8 +27,12 @@ import time
 from collections.abc import Callable
 
 import keras
-import keras_cv
 import tensorflow as tf
+
+try:
+    import keras_cv
+except ImportError:  # an optional extra: carl_tf itself does not use keras-cv
+    raise SystemExit("error: keras-cv is not installed; pip install 'carl_tf[bench]'") from None
 
 from carl_tf.method import augment
 

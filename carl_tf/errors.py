@@ -1,4 +1,7 @@
-"""The errors carl_tf raises for problems a user can fix, at the bottom of every layer.
+"""The base errors carl_tf raises for problems a user can fix, importable from every layer.
+
+Layers derive their own where a message needs more (`carl_tf.run.config.ConfigFieldError`,
+`carl_tf.evaluation.report.UnsavedResults`); a caller catches these bases.
 
 Each message is one line that names the problem and the fix, so the command-line programs print
 it as `error: ...` without a traceback and a notebook shows it as it is. A fix that changes a

@@ -88,6 +88,10 @@ def holdout_indices(
             "set holdout (e.g. 0.2) or use split 'all'",
             fields=("holdout",),
         )
+    # Not scikit-learn's train_test_split(stratify=): its split of the same labels and seed
+    # differs, and a run resumed or evaluated later must see the very images it trained and
+    # was scored on (its record holds only holdout and split_seed), so this split stays as
+    # every recorded run made it.
     rng = np.random.default_rng(seed)
     is_test = np.zeros(len(labels), bool)
     for label in np.unique(labels):

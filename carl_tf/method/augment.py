@@ -163,25 +163,10 @@ def crop_and_resize(images, boxes, size: int, flip=None):
     the batch flattened to `(B * H * W, C)`, then blended along rows and then columns,
     O(B * S^2 * C). Equals `tf.image.resize` (bilinear) of each cropped window.
 
-    Why this form: the layer used `tf.gather(batch_dims=1)`, a row pass then a column pass,
-    which has no `keras.ops` twin. Measured inside the XLA-compiled view (B = 256, calls of
-    the two layers interleaved, median CPU time, on a CPU shared with other jobs), this gather
-    ran at 1.02-1.04x its speed at 32 px and 1.1x at 96 px. Row and column passes written with
-    `ops.take` (transposing, or gathering single pixels, for the columns) ran at 0.75-0.95x:
-    XLA then recomputed the last blend inside each of the colour ops that read the crop.
-    `ops.take_along_axis` broadcasts its indices to the output's shape and ran at 0.08-0.12x
-    alone, a one-hot matrix product at 0.36-0.75x.
-
-    Why not `tf.image.crop_and_resize` with one box per image: it is batched too, but has no
-    XLA kernel and no JAX counterpart. Measured with benchmarks/view_making.py against the
-    `tf.gather(batch_dims=1)` form, which this gather matches or beats (B = 256, CPU shared
-    with other jobs, six runs): alone, it ran at 0.85-2.3x the speed of the gathers under XLA
-    at 32 px (median 1.3x) and 0.8-1.5x at 96 px (median 0.9x). Inside `SimCLRAugment`, where
-    the gathers fuse with the colour ops in one XLA function, the layer was 1.01-1.06x faster
-    with the gathers at both sizes (interleaved runs).
-    `keras_cv.layers.RandomCropAndResize` was slowest (4-6x slower than the gathers under
-    XLA at 32 px, 1.4-2.4x at 96 px): its per-image `vectorized_map` falls back to a
-    while_loop, as CropAndResize has no pfor converter.
+    One gather in `keras.ops` runs under every backend and fuses with the colour ops in the
+    XLA-compiled view; it was the fastest of the forms measured (`tf.image.crop_and_resize`,
+    which has no XLA kernel and no JAX twin, row and column passes, `ops.take_along_axis`,
+    keras-cv's layer): docs/benchmarks.md, "View making on every backend", has the figures.
 
     Args:
         images: `(B, H, W, C)` float images.

@@ -1,9 +1,9 @@
 """BatchNormalization that runs TensorFlow's fused kernel wherever the result is the same.
 
 Keras 3's BatchNormalization computes its moments and the normalisation with a dozen plain ops,
-in float32 even under a bfloat16 policy; on the CPU that was 28-37% of CARL's step time
-(benchmarks/profile_step.py), against 3-4x less for TensorFlow's fused kernel
-(`FusedBatchNormV3`, one op forward and one backward, oneDNN's on x86). This layer takes the
+in float32 even under a bfloat16 policy, a large share of CARL's step on the CPU; TensorFlow's
+fused kernel (`FusedBatchNormV3`, one op forward and one backward, oneDNN's on x86) takes a
+fraction of it (docs/benchmarks.md, "Where the step's time goes", has the figures). This layer takes the
 fused kernel for 4-D channels-last inputs whenever the statistics are those of the local
 batch: inference, and training on one replica. Under several replicas with `synchronized=True`
 it keeps Keras's path, whose moments are all-reduced over the global batch.

@@ -88,7 +88,11 @@ class CollapseGuard(keras.callbacks.Callback):
 
 
 class StopOnNaN(keras.callbacks.Callback):
-    """Stops training at the first non-finite loss and remembers where, for a clear message."""
+    """Stops training at the first non-finite loss and remembers where, for a clear message.
+
+    Keras's `TerminateOnNaN` stops as gracefully but prints its own line and keeps no record of
+    the epoch; the run reports `failed_at` in its one-line error instead.
+    """
 
     def __init__(self):
         super().__init__()

@@ -153,9 +153,9 @@ def worker_workdir(workdir: str, strategy) -> str:
     """The directory this process writes to: `workdir` for the chief, a scratch one otherwise.
 
     A non-chief worker gets `<workdir>.workertemp_<task type>_<task index>`, next to `workdir`
-    (on the same, usually shared, file system, so it survives the worker being moved to another
-    host: its `BackupAndRestore` state must) and the same on every restart. The caller removes it
-    when training has finished; its contents duplicate the chief's.
+    (on the same, usually shared, file system, so a worker restarted on another host finds it
+    again) and the same on every restart. The caller removes it when training has finished; its
+    contents duplicate the chief's.
 
     Args:
         workdir: The run's directory, as given to every worker.
