@@ -45,6 +45,21 @@ def test_epoch_line_reads_as_a_person_writes_it():
     assert epoch_line(30, 30, {}, elapsed=3725, remaining=0) == "epoch 30/30 · elapsed 1:02:05"
 
 
+def test_validation_prototypes_far_below_training_get_one_explaining_line(caplog):
+    """A validation run on lagging BatchNorm statistics uses few prototypes: said once, and not
+    when validation and training agree or there is no validation."""
+    log = EpochLog(epochs=4)
+    log.on_train_begin()
+    with caplog.at_level("INFO", logger="carl_tf"):
+        for epoch, val in enumerate((40.0, 1.0, 1.0, 2.0)):
+            log.on_epoch_begin(epoch)
+            log.on_epoch_end(epoch, {"prototypes_in_use": 45.0, "val_prototypes_in_use": val})
+        log.on_epoch_end(4, {"prototypes_in_use": 45.0})
+    notes = [m for m in caplog.messages if m.startswith("note: ")]
+    assert len(notes) == 1 and "validation uses 1.0 prototypes against 45.0" in notes[0]
+    assert "moving statistics" in notes[0] and "not collapsed" in notes[0]
+
+
 def test_epoch_log_prints_after_the_monitors_figures(caplog):
     model = small_carl()
 

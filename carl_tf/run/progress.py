@@ -41,6 +41,10 @@ class EpochLog(keras.callbacks.Callback):
     compiles) the train step: after epoch 1 the rest of that epoch's steps give the pace, after
     that the epochs since the first.
 
+    The first epoch whose validation uses fewer than a third of the prototypes the training
+    batches used (`val_prototypes_in_use`, in inference mode) gets one more line saying why:
+    BatchNorm's moving statistics still lag the training batches (`lagging_statistics_note`).
+
     Args:
         epochs: The run's last epoch.
     """
@@ -48,6 +52,7 @@ class EpochLog(keras.callbacks.Callback):
     def __init__(self, epochs: int):
         super().__init__()
         self.epochs = int(epochs)
+        self._noted_lag = False
         self._started = None
         self._first_epoch = 0
         self._first_step_end = None  # after the first step of this process: tracing done
@@ -70,7 +75,12 @@ class EpochLog(keras.callbacks.Callback):
         now = time.time()
         if self._first_epoch_end is None:
             self._first_epoch_end = now
-        logger.info(epoch_line(epoch + 1, self.epochs, logs or {}, *self._times(epoch + 1, now)))
+        logs = logs or {}
+        logger.info(epoch_line(epoch + 1, self.epochs, logs, *self._times(epoch + 1, now)))
+        note = lagging_statistics_note(logs)
+        if note and not self._noted_lag:
+            self._noted_lag = True
+            logger.info(note)
 
     def _times(self, done: int, now: float) -> tuple[float, float]:
         """The elapsed seconds and the estimate of the seconds left after `done` epochs."""
@@ -132,6 +142,29 @@ def talking(verbose: str | int = "auto") -> Iterator[bool]:
             package.removeHandler(handler)
         package.setLevel(saved[0])
         package.propagate = saved[1]
+
+
+# Validation (inference-mode) prototype usage below this fraction of training's is explained.
+_LAGGING_USAGE = 1 / 3
+
+
+def lagging_statistics_note(logs: dict) -> str | None:
+    """The line that explains a `val_prototypes_in_use` far below `prototypes_in_use`, or None.
+
+    Validation runs the backbone in inference mode, on BatchNorm's moving statistics; early in a
+    run, and longer with a momentum of 0.99 (`keras.applications` backbones) than with the
+    built-in ResNets' 0.9, they lag the batch statistics the assigner trained on, and the
+    assignments fall onto few prototypes without any collapse in training.
+    """
+    train, val = logs.get("prototypes_in_use"), logs.get("val_prototypes_in_use")
+    if train is None or val is None or float(val) >= _LAGGING_USAGE * float(train):
+        return None
+    return (
+        f"note: validation uses {float(val):.1f} prototypes against {float(train):.1f} in "
+        "training: it runs on BatchNorm's moving statistics, which still lag the training "
+        "batches (longest with momentum 0.99, as in keras.applications backbones); training "
+        "has not collapsed, and the figure rises as they catch up"
+    )
 
 
 def epoch_line(epoch: int, epochs: int, logs: dict, elapsed: float, remaining: float) -> str:
