@@ -93,11 +93,21 @@ def test_train_subset_of_a_streamed_folder_keeps_the_in_memory_choice(tmp_path):
     np.testing.assert_array_equal(labels, held.arrays[1])
 
 
-def test_a_run_streams_everything_and_trains_with_the_monitor(tmp_path):
+def test_a_run_streams_everything_and_trains_with_the_monitor(tmp_path, monkeypatch):
+    """The monitor's similarity blocks are held to the run's budget too."""
+    budgets = []
+
+    class RecordingMonitor(pretrain.KNNMonitor):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            budgets.append(self.memory_budget_mb)
+
+    monkeypatch.setattr(pretrain, "KNNMonitor", RecordingMonitor)
     write_folder(tmp_path / "images", 160)
     config = folder_config(tmp_path / "images", memory_budget_mb=0.01, epochs=1, batch_size=32)
     result = pretrain.pretrain(config, str(tmp_path / "run"))
     assert result.trained and result.knn_untrained is not None and result.knn_final is not None
+    assert budgets == [0.01]
 
 
 def test_a_streamed_run_holds_no_images_while_a_held_one_holds_them_all(tmp_path):

@@ -74,6 +74,7 @@ def test_digits_shapes_labels_and_classes():
     # Grey made RGB: all channels equal.
     assert np.array_equal(images[..., 0], images[..., 2])
     assert data.load_source("digits", image_size=16).image_shape == (16, 16, 3)
+    assert source.native_size == (8, 8)  # scikit-learn's size, before the upscaling
 
 
 def test_digits_holdout_partitions_stratified_and_is_seeded():

@@ -32,4 +32,5 @@ def load(spec: str, options: LoadOptions) -> ImageSource:
         num_classes=10,
         image_shape=(size, size, 3),
         arrays=(images, labels[indices]),
+        native_size=digits.images.shape[1:3],  # 8x8, before the upscaling
     )
