@@ -15,11 +15,7 @@ from collections.abc import Callable, Mapping
 
 
 class CarlError(Exception):
-    """Base of every error carl_tf raises on purpose."""
-
-
-class UsageError(CarlError, ValueError):
-    """A setting, flag or path that cannot work; the message names the problem and the fix.
+    """Base of every error carl_tf raises on purpose; the message names the problem and the fix.
 
     Args:
         problem: What is wrong; the whole message when there is no fix.
@@ -68,6 +64,10 @@ class UsageError(CarlError, ValueError):
         return f"{self.problem}; {fix}"
 
 
+class UsageError(CarlError, ValueError):
+    """A setting, flag or path that cannot work (arguments as `CarlError`'s)."""
+
+
 class DataError(UsageError):
     """A data source that cannot be found, read or split as asked."""
 
@@ -79,7 +79,8 @@ class RunDirectoryError(UsageError):
 class TrainingFailed(CarlError):
     """A run that started but could not finish: the loss became NaN or the assignment collapsed.
 
-    Nothing is exported; the checkpoints of the epochs before the failure are kept.
+    Nothing is exported; the checkpoints of the epochs before the failure are kept. Its fix names
+    the fields to change (`fields`), as a `UsageError`'s does.
     """
 
 

@@ -60,3 +60,35 @@ def test_run_main_prints_the_flags_of_the_fields(monkeypatch, capsys):
         common.run_main(main, flag)(["train.py"])
     assert exited.value.code == common.EXIT_USAGE
     assert capsys.readouterr().err == "error: workdir x is in use; choose another --workdir\n"
+
+
+def test_a_failed_run_names_the_flags_to_change_and_exits_as_a_failure(monkeypatch, capsys):
+    """A NaN stop raised by pretrain names config fields; train.py shows them as flags."""
+    import ml_collections
+
+    from carl_tf.errors import TrainingFailed
+    from carl_tf.run.callbacks import StopOnNaN
+    from carl_tf.training.pretrain import raise_on_failure
+
+    monkeypatch.setattr(common, "setup_logging", lambda: None)
+    monkeypatch.setattr(common.signals, "install", lambda: None)
+    guard = StopOnNaN()
+    guard.failed_at = (3, 7)
+    config = ml_collections.ConfigDict({"learning_rate": 0.4})
+    with pytest.raises(TrainingFailed) as raised:
+        raise_on_failure(config, "mixed_bfloat16", [guard])
+    assert str(raised.value) == (
+        "the loss became NaN at epoch 3, batch 7; lower learning_rate (now 0.4) or set "
+        "precision to float32 and rerun with overwrite"
+    )
+
+    def main(argv):
+        raise raised.value
+
+    with pytest.raises(SystemExit) as exited:
+        common.run_main(main, flag)(["train.py"])
+    assert exited.value.code == common.EXIT_FAILED
+    assert capsys.readouterr().err == (
+        "error: the loss became NaN at epoch 3, batch 7; lower --learning_rate (now 0.4) or "
+        "set --precision to float32 and rerun with --overwrite\n"
+    )

@@ -60,7 +60,7 @@ def test_an_extended_run_trains_the_added_epochs_and_records_how(runs, mode):
     base, done, _ = runs
     code, out, err = done[mode]
     assert code == 0, err[-2000:]
-    assert f"extending the {SHORT}-epoch run to {LONG} epochs" in err and f"--extend={mode}" in err
+    assert f"extending the {SHORT}-epoch run to {LONG} epochs" in err and f"(extend={mode})" in err
     history = rows(base / mode)
     assert [int(r["epoch"]) for r in history] == list(range(LONG + 1))  # kNN at epoch 0
     with open(base / mode / "config.json") as f:

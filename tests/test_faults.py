@@ -653,7 +653,7 @@ def test_train_on_a_read_only_disk_names_the_path_and_the_fix(read_only, case, p
         (
             "plots",
             "plots not drawn: cannot write to {}/plots: Read-only file system; pass "
-            "--plots_dir=DIR or --noplots",
+            "--plots_dir=DIR or --plots=False",
         ),
     ],
 )

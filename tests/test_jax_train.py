@@ -187,7 +187,8 @@ def test_multi_worker_is_refused_under_jax_in_one_line(tmp_path):
     )
     assert result.returncode == 2, result.stderr[-3000:]
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert "--strategy=multi_worker needs the TensorFlow backend" in line
+    assert "strategy multi_worker needs the TensorFlow backend" in line
+    assert "under JAX set --strategy to auto" in line  # the field, named as train.py's flag
     assert "Traceback" not in result.stderr
     assert not os.path.exists(tmp_path / "run")
 

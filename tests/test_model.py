@@ -247,7 +247,7 @@ def test_collapse_guard_warns_with_the_fix_and_stops_after_patience_epochs(caplo
         assert (
             len(caplog.messages) == 1
             and "1.0 of 50" in caplog.messages[0]
-            and "--kl_start" in caplog.messages[0]
+            and "raise kl_start/kl_end" in caplog.messages[0]
         )
         guard.on_epoch_end(2, {"prototypes_in_use": 3.0})  # recovered: the count starts again
         guard.on_epoch_end(3, {"prototypes_in_use": 1.0})
@@ -262,12 +262,12 @@ def test_collapse_advice_names_the_held_lambda_when_prototypes_outnumber_the_bat
 
     # K = 1000 over a batch of 256 collapsed at lambda 4 -> 1.5 and held at 4 -> 2.5.
     many = collapse_advice(1000, 256, 0.03, 4.0, 1.5)
-    assert "--kl_end=2.5" in many and "now 4.0 -> 1.5" in many and "1000" in many
-    assert many.index("--kl_end=2.5") < many.index("--learning_rate (now 0.03)")
+    assert "kl_end=2.5" in many and "now 4.0 -> 1.5" in many and "1000" in many
+    assert many.index("kl_end=2.5") < many.index("learning_rate (now 0.03)")
     # Fewer prototypes than the batch, or lambda already there: the general advice.
     for args in ((100, 128, 0.24, 4.0, 1.5), (1000, 256, 0.03, 4.0, 2.5)):
         few = collapse_advice(*args)
-        assert f"--learning_rate (now {args[2]})" in few and "--kl_end=2.5" not in few
+        assert f"lower learning_rate (now {args[2]})" in few and "kl_end=2.5" not in few
 
 
 def test_collapse_guard_warns_with_the_advice_it_was_given(caplog):

@@ -196,4 +196,7 @@ def test_jax_strategies_without_tensorflow(devices):
     lines = result.stdout.splitlines()
     assert lines[:3] == [f"auto {devices}", "default 1", f"mirrored {devices}"]
     for name, line in zip(("multi_worker", "tpu"), lines[3:], strict=True):
-        assert line.startswith(f"{name} --strategy={name} needs the TensorFlow backend")
+        assert line.startswith(f"{name} strategy {name} needs the TensorFlow backend")
+        assert line.endswith(
+            "under JAX set strategy to auto, default or mirrored (the devices of one machine)"
+        )

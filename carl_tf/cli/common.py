@@ -65,12 +65,11 @@ def run_main(
         signals.install()
         try:
             return main(argv) or 0
-        except TrainingFailed as error:
-            return _fail(str(error), EXIT_FAILED)
         except CarlError as error:  # one with `results_text` measured figures it could not save
-            if getattr(error, "fields", ()):
+            if error.fields:
                 error = error.with_flags(flag_name)
-            return _fail(str(error), EXIT_USAGE, shown=getattr(error, "results_text", None))
+            code = EXIT_FAILED if isinstance(error, TrainingFailed) else EXIT_USAGE
+            return _fail(str(error), code, shown=getattr(error, "results_text", None))
         except KeyboardInterrupt as error:  # Ctrl-C, Terminated, and Interrupted from either
             return _stopped(error)
 

@@ -104,6 +104,10 @@ _PLOTS = flags.DEFINE_bool(
 )
 _PLOTS_DIR = flags.DEFINE_string("plots_dir", None, "Where the PNGs go. Default: WORKDIR/plots.")
 
+# The flags of the arguments of `carl_tf.evaluate` (and `ProtocolSettings`) named otherwise;
+# every other argument is set by the flag of its name.
+_FLAGS = {"protocols": "--protocol", "draw_plots": "--plots"}
+
 
 def protocol_settings(run_seed: int | None) -> ProtocolSettings:
     """The protocols and their settings from the flags, checked."""
@@ -184,6 +188,6 @@ def require_tensorflow_backend() -> None:
 def run() -> None:
     """The console script's entry point."""
     app.run(
-        run_main(main, lambda field: f"--{field}"),
+        run_main(main, lambda field: _FLAGS.get(field, f"--{field}")),
         flags_parser=lambda argv: parse_flags(argv, help_module=__name__),
     )

@@ -54,7 +54,11 @@ def check_paths(images: str, output: str) -> list[str]:
             extension is not .csv or .npz, or an output directory that does not exist.
     """
     if not os.path.isdir(images):
-        raise UsageError(f"{images}: no such folder; pass a folder of image files as --images")
+        raise UsageError(
+            f"{images}: no such folder",
+            "pass a folder of image files as images",
+            fields=("images",),
+        )
     if os.path.splitext(output)[1].lower() not in FORMATS:
         raise UsageError(f"{output}: the output must end in .csv or .npz")
     directory = os.path.dirname(os.path.abspath(output))

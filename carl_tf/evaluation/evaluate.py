@@ -226,7 +226,9 @@ def evaluate(
         try:
             write_json(output, result.record())
         except RunDirectoryError as error:
-            raise _unsaved(result, f"figures not saved: {error}") from error
+            raise _unsaved(
+                result, f"figures not saved: {error.problem}", error.fix, error.fields
+            ) from error
         result = dataclasses.replace(result, output=os.path.abspath(output))
     if plots_dir:
         try:
@@ -235,20 +237,22 @@ def evaluate(
             raise _unsaved(
                 result,
                 f"plots not drawn: cannot write to {error.filename or plots_dir}: "
-                f"{error.strerror or error}; pass --plots_dir=DIR or --noplots",
+                f"{error.strerror or error}",
+                "pass plots_dir=DIR or draw_plots=False",
+                ("plots_dir", "draw_plots"),
             ) from error
         result = dataclasses.replace(result, plots=tuple(drawn))
     return result
 
 
-def _unsaved(result: EvaluationResult, message: str) -> UnsavedResults:
+def _unsaved(
+    result: EvaluationResult, problem: str, fix: str, fields: tuple[str, ...]
+) -> UnsavedResults:
     """The error of a file not written, carrying the figures so they are still shown."""
     text = "\n".join([result.table(), *(f"note: {note}" for note in result.notes)])
-    return UnsavedResults(message, result, text)
+    return UnsavedResults(problem, fix, fields, result, text)
 
 
-# Fewer prototypes in use than this fraction of min(K, test images) make the prototype figures
-# suspect: CollapseGuard's threshold, applied to inference-mode assignments.
 def _few_prototypes_note(
     assignments: np.ndarray, num_prototypes: int, fraction: float
 ) -> list[str]:
@@ -296,14 +300,14 @@ def _small_data_notes(
         notes.append(
             f"kNN with k = {settings.knn_k} votes over more neighbours than a class has images "
             f"in the bank ({num_train} images, {per_class:.0f} per class on average), so it "
-            f"leans to the largest classes; the k = 20 figure is the one to read (or pass "
-            f"--knn_k below {per_class:.0f})."
+            f"leans to the largest classes; the k = 20 figure is the one to read (or set "
+            f"knn_k below {per_class:.0f})."
         )
     if data_settings.get("scores_pretraining_images"):
         notes.append(
             "the run held out no images (holdout 0), so the scored images were among those it "
             "pretrained on: the figures show how well its features separate images it has seen, "
-            "not how they generalise. Train with --holdout=0.1 (or score with --test_dataset) "
+            "not how they generalise. Train with holdout 0.1 (or score on a test_dataset) "
             "for held-out figures."
         )
     return notes
@@ -328,7 +332,9 @@ def load_evaluation_data(
     config = model.run_config or {}
     dataset = dataset or config.get("dataset")
     if not dataset:
-        raise UsageError(f"pass --dataset: {model.path} is not part of a train.py run")
+        raise UsageError(
+            f"{model.path} is not part of a train.py run", "pass dataset", fields=("dataset",)
+        )
     local = data.splits_by_holdout(dataset)
     own_dataset = dataset == config.get("dataset")
     if holdout is None:  # a TFDS dataset brings a test split; a run's holdout is carved anyway
@@ -340,12 +346,15 @@ def load_evaluation_data(
         if own_dataset and model.run_config:
             raise UsageError(
                 f"the run held out no images of {dataset} (holdout 0), so every image was in "
-                "its pretraining; pass --holdout=0.2 to score on a fraction of those (a note "
-                "says they are not held out), or --test_dataset=SOURCE for images it has not seen"
+                "its pretraining",
+                "pass holdout=0.2 to score on a fraction of those (a note says they are not "
+                "held out), or test_dataset=SOURCE for images it has not seen",
+                fields=("holdout", "test_dataset"),
             )
         raise UsageError(
-            f"evaluating on {dataset} needs held-out images; pass --holdout (e.g. 0.2) or "
-            "--test_dataset"
+            f"evaluating on {dataset} needs held-out images",
+            "pass holdout (e.g. 0.2) or test_dataset",
+            fields=("holdout", "test_dataset"),
         )
     options = dict(
         data_dir=data_dir or config.get("data_dir") or None,
@@ -380,7 +389,7 @@ def load_evaluation_data(
         ),
         "split_seed": split_seed,
         "image_size": "x".join(map(str, train_source.image_shape[:2])),
-        "native_size": _native_size(train_source),
+        "native_size": train_source.native_size,
         "num_train": len(train[1]),
         "num_test": len(test[1]),
         "num_classes": max(train_source.num_classes, test_source.num_classes),
@@ -521,17 +530,6 @@ def _untrained_knn_note(
     ]
 
 
-# scikit-learn's digits are 8x8; the digits source upscales them and records no native size.
-_DIGITS_NATIVE_SIZE = (8, 8)
-
-
-def _native_size(source: data.ImageSource) -> tuple[int, int] | None:
-    """`(height, width)` of the source's images before resizing, or None when unknown."""
-    if source.native_size is None and source.name == "digits":
-        return _DIGITS_NATIVE_SIZE
-    return source.native_size
-
-
 def _image_size(model: LoadedModel) -> int | None:
     """The side images are resized to: the model's input size, when it has one."""
     height, width = model.image_size
@@ -553,7 +551,11 @@ def _plots_dir(model: LoadedModel, enabled: bool | None, plots_dir: str | None) 
     if plots_dir:
         return plots_dir
     if model.run is None:
-        raise UsageError("plots need --plots_dir when --model is not part of a train.py run")
+        raise UsageError(
+            "plots need a folder when the model is not part of a train.py run",
+            "pass plots_dir",
+            fields=("plots_dir",),
+        )
     return os.path.join(model.run.path, "plots")
 
 

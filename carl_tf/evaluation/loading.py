@@ -123,8 +123,10 @@ def random_backbone(model: LoadedModel, seed: int) -> keras.Model:
         )
     if model.kind == "saved_model":
         raise UsageError(
-            f"--baseline needs the architecture, which the SavedModel {model.path} does not "
-            "record; pass the run's workdir or its .keras file as --model"
+            f"the baseline needs the architecture, which the SavedModel {model.path} does not "
+            "record",
+            "pass the run's workdir or its .keras file as model",
+            fields=("model",),
         )
     return keras.models.clone_model(model.backbone)
 
@@ -141,7 +143,7 @@ def _run_weights(run: RunDirectory) -> str:
     if checkpoint is None:
         raise UsageError(
             f"the run {run.path} has no model yet (no export/carl.keras, no checkpoint); "
-            f"train it first: python train.py --workdir={run.path}"
+            "train it first (rerun its training on this workdir)"
         )
     return checkpoint
 
@@ -168,8 +170,9 @@ def _load_keras(path: str) -> tuple[keras.Model, keras.Model | None]:
     problem = keras_file_problem(path)
     if problem:
         raise UsageError(
-            f"cannot load {path}: the file is damaged ({problem}); restore it, or pass another "
-            "--model"
+            f"cannot load {path}: the file is damaged ({problem})",
+            "restore it, or pass another model",
+            fields=("model",),
         )
     try:
         model = keras.models.load_model(path, compile=False)

@@ -100,7 +100,7 @@ def training_curves_figure(
         ax.text(
             0.5,
             0.5,
-            "no kNN monitor in this run\n(it needs labelled held-out images: --holdout)",
+            "no kNN monitor in this run\n(it needs labelled held-out images: holdout > 0)",
             transform=ax.transAxes,
             ha="center",
             va="center",

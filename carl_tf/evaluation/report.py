@@ -33,8 +33,8 @@ class UnsavedResults(RunDirectoryError):
         results_text: The figures as the programs print them: the table and its notes.
     """
 
-    def __init__(self, message: str, result, results_text: str):
-        super().__init__(message)
+    def __init__(self, problem: str, fix: str, fields: tuple[str, ...], result, results_text: str):
+        super().__init__(problem, fix, fields=fields)
         self.result = result
         self.results_text = results_text
 
@@ -88,17 +88,17 @@ def write_json(path: str, record: dict) -> None:
     """Writes `record` to `path` as indented JSON, atomically, creating its directory.
 
     Raises:
-        RunDirectoryError: If the disk refuses the write, naming `--output` as the way out.
+        RunDirectoryError: If the disk refuses the write, naming `output` as the way out.
     """
     path = os.path.abspath(path)
-    elsewhere = "pass --output=PATH to write it elsewhere"
+    fix = "pass output=PATH to write it elsewhere"
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
     except OSError as error:
         raise RunDirectoryError(
-            f"cannot write to {path}: {error.strerror or error}; {elsewhere}"
+            f"cannot write to {path}: {error.strerror or error}", fix, fields=("output",)
         ) from error
-    write_atomically(path, json.dumps(record, indent=2) + "\n", elsewhere=elsewhere)
+    write_atomically(path, json.dumps(record, indent=2) + "\n", elsewhere=(fix, "output"))
 
 
 def _format(name: str, value: float | None) -> str:

@@ -75,8 +75,9 @@ class ProtocolSettings:
         unknown = [p for p in self.protocols if p not in PROTOCOLS]
         if unknown or not self.protocols:
             raise UsageError(
-                f"unknown protocol {', '.join(map(repr, unknown)) or '(none given)'}; pass "
-                f"--protocol as a comma-separated list from {', '.join(PROTOCOLS)}"
+                f"unknown protocol {', '.join(map(repr, unknown)) or '(none given)'}",
+                f"pass protocols as a comma-separated list from {', '.join(PROTOCOLS)}",
+                fields=("protocols",),
             )
         if self.linear not in LINEAR_MODES:
             raise UsageError(

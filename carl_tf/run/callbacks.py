@@ -18,6 +18,8 @@ logger = logging.getLogger(__name__)
 
 # Where lambda ended when K = 1000 prototypes held on CIFAR-10 (docs/results.md, "Stability").
 HELD_KL_END = 2.5
+# The config fields `collapse_advice` names, as they are written in it.
+ADVICE_FIELDS = ("learning_rate", "kl_start", "kl_end")
 
 
 def collapse_advice(
@@ -34,12 +36,12 @@ def collapse_advice(
     if num_prototypes > batch_size and kl_end < HELD_KL_END:
         return (
             f"with K = {num_prototypes} prototypes above the batch of {batch_size}, end lambda "
-            f"at {HELD_KL_END} or more: --kl_end={HELD_KL_END} (now {kl_start} -> {kl_end}; "
-            f"K = 1000 held there and collapsed at 1.5), or lower --learning_rate "
+            f"at {HELD_KL_END} or more: kl_end={HELD_KL_END} (now {kl_start} -> {kl_end}; "
+            f"K = 1000 held there and collapsed at 1.5), or lower learning_rate "
             f"(now {learning_rate})"
         )
     return (
-        f"lower --learning_rate (now {learning_rate}) or raise --kl_start/--kl_end "
+        f"lower learning_rate (now {learning_rate}) or raise kl_start/kl_end "
         f"(now {kl_start}/{kl_end})"
     )
 

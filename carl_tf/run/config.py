@@ -206,7 +206,9 @@ def unknown_field_error(name: str) -> UsageError:
     """The error for a field no config has, naming the nearest real ones."""
     nearest = difflib.get_close_matches(name, FIELDS, n=3, cutoff=0.5)
     hint = (
-        f"did you mean {' or '.join(nearest)}?" if nearest else "--print_config lists every field"
+        f"did you mean {' or '.join(nearest)}?"
+        if nearest
+        else "configs/common.py lists every field"
     )
     return UsageError(f"the config has no field {name!r}; {hint}")
 

@@ -115,7 +115,7 @@ def resolve_precision(
     """
     if name not in PRECISIONS:
         raise ValueError(
-            f"unknown precision {name!r}; choose --precision from {', '.join(PRECISIONS)}"
+            f"unknown precision {name!r}; choose precision from {', '.join(PRECISIONS)}"
         )
     if name != "auto":
         return name

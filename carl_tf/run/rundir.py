@@ -343,14 +343,15 @@ def _changed_fields(previous: dict, config: dict, extensions: list[dict]) -> lis
     return changed
 
 
-def write_atomically(path: str, text: str, elsewhere: str | None = None) -> None:
+def write_atomically(path: str, text: str, elsewhere: tuple[str, str] | None = None) -> None:
     """Writes `text` to `path` through a temporary file and a rename.
 
     Args:
         path: The file to write.
         text: Its new content.
-        elsewhere: How to write it to another place, for the message of a read-only disk;
-            None: a file of the run directory, written elsewhere by choosing another workdir.
+        elsewhere: How to write it to another place, for the message of a read-only disk: the
+            fix and the argument it names (`("pass output=PATH ...", "output")`); None: a file
+            of the run directory, written elsewhere by choosing another workdir.
 
     Raises:
         RunDirectoryError: If the disk refuses the write; `path` keeps its previous content
@@ -403,7 +404,9 @@ def _is_metrics_row(row: dict) -> bool:
 _NOT_WRITABLE = {errno.EROFS: "read-only file system", errno.EACCES: "permission denied"}
 
 
-def _write_error(path: str, error: OSError, elsewhere: str | None = None) -> RunDirectoryError:
+def _write_error(
+    path: str, error: OSError, elsewhere: tuple[str, str] | None = None
+) -> RunDirectoryError:
     """The one-line error of a write the disk refused, naming the file and the fix.
 
     A read-only or forbidden place will not change by rerunning, so its fix is `elsewhere`
@@ -413,7 +416,8 @@ def _write_error(path: str, error: OSError, elsewhere: str | None = None) -> Run
     if error.errno in _NOT_WRITABLE:
         problem = f"cannot write to {path}: {_NOT_WRITABLE[error.errno]}"
         if elsewhere is not None:
-            return RunDirectoryError(problem, elsewhere)
+            fix, field = elsewhere
+            return RunDirectoryError(problem, fix, fields=(field,))
         return RunDirectoryError(problem, "choose a writable workdir", fields=("workdir",))
     folder = os.path.dirname(path)
     return RunDirectoryError(

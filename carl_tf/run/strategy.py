@@ -123,8 +123,9 @@ def _jax_strategy(name: str) -> JaxStrategy:
     """The `JaxStrategy` of `name`, its distribution set for the process (see the module)."""
     if name in TENSORFLOW_ONLY:
         raise UsageError(
-            f"--strategy={name} needs the TensorFlow backend (KERAS_BACKEND=tensorflow); under "
-            "JAX use auto, default or mirrored (the devices of one machine)"
+            f"strategy {name} needs the TensorFlow backend (KERAS_BACKEND=tensorflow)",
+            "under JAX set strategy to auto, default or mirrored (the devices of one machine)",
+            fields=("strategy",),
         )
     devices = keras.distribution.list_devices()
     if name == "mirrored" or (name == "auto" and len(devices) > 1):

@@ -23,11 +23,13 @@ import numpy as np
 
 from carl_tf import data
 from carl_tf.errors import TrainingFailed, UsageError
+from carl_tf.evaluation.knn import DEFAULT_BLOCK_MB
 from carl_tf.evaluation.monitor import KNNMonitor
 from carl_tf.method.augment import CROP_RATIO
 from carl_tf.method.base import TwoViewModel
 from carl_tf.run import signals
 from carl_tf.run.callbacks import (
+    ADVICE_FIELDS,
     CollapseGuard,
     Interrupted,
     RaiseSignals,
@@ -223,7 +225,7 @@ def _pretrain(config, workdir, overwrite, extend, progress_bar: bool) -> Pretrai
 
 def _log_extension(extension: dict) -> None:
     logger.info(
-        "extending the %d-epoch run to %d epochs: %s (--extend=%s)",
+        "extending the %d-epoch run to %d epochs: %s (extend=%s)",
         extension["from_epochs"],
         extension["to_epochs"],
         EXTEND_MODES[extension["schedules"]],
@@ -311,7 +313,7 @@ def load_knn_sets(config):
     if not config.knn_every:
         return None
     if data.splits_by_holdout(config.dataset) and not config.holdout:
-        logger.info("kNN monitor skipped: set --holdout to hold out labelled images")
+        logger.info("kNN monitor skipped: it needs labelled images held out (holdout > 0)")
         return None
     sets = []
     for split in (config.knn_train_split, config.knn_test_split):
@@ -402,6 +404,9 @@ def make_callbacks(
             epochs=config.epochs,
             k=config.knn_k,
             temperature=config.knn_temperature,
+            # The vote's similarity blocks stay within the run's memory budget (and its default
+            # block size below a large budget), whatever the bank's size.
+            memory_budget_mb=min(config.memory_budget_mb, DEFAULT_BLOCK_MB),
         )
         monitor.set_model(model)
         if not epochs_done:
@@ -424,16 +429,18 @@ def raise_on_failure(config, policy: str, callbacks) -> None:
     for guard in callbacks:
         if isinstance(guard, StopOnNaN) and guard.failed_at:
             epoch, batch = guard.failed_at
-            hint = "" if policy == "float32" else " or use --precision=float32"
+            hint = "" if policy == "float32" else " or set precision to float32"
             raise TrainingFailed(
-                f"the loss became NaN at epoch {epoch}, batch {batch}; lower --learning_rate "
-                f"(now {config.learning_rate}){hint} and rerun with --overwrite"
+                f"the loss became NaN at epoch {epoch}, batch {batch}",
+                f"lower learning_rate (now {config.learning_rate}){hint} and rerun with overwrite",
+                fields=("learning_rate", "precision", "overwrite"),
             )
         if isinstance(guard, CollapseGuard) and guard.stopped_at:
             raise TrainingFailed(
                 f"the assignment collapsed: fewer than {guard.threshold():g} prototypes in use "
-                f"per batch for {guard.patience} epochs, up to epoch {guard.stopped_at}; "
-                f"{guard.advice}, and rerun with --overwrite"
+                f"per batch for {guard.patience} epochs, up to epoch {guard.stopped_at}",
+                f"{guard.advice}, and rerun with overwrite",
+                fields=(*ADVICE_FIELDS, "overwrite"),
             )
 
 

@@ -255,7 +255,7 @@ def training_batches(
     if jax:
         require_tensorflow(
             f"{source.description} is streamed from disk through tf.data, which needs "
-            "TensorFlow (pip install tensorflow); without it raise --config.memory_budget_mb "
+            "TensorFlow (pip install tensorflow); without it raise memory_budget_mb "
             "above the decoded images' size to hold them in memory"
         )
     return data.make_dataset(
