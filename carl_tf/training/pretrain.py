@@ -243,7 +243,9 @@ def setup_runtime(config):
     try:
         policy = set_precision(config.precision, strategy=config.strategy).name
         strategy = make_strategy(config.strategy)
-    except ValueError as error:  # an unknown --precision or --strategy
+    except UsageError:  # names its fields already (a strategy the backend cannot run)
+        raise
+    except ValueError as error:  # an unknown precision or strategy
         raise UsageError(str(error)) from error
     logger.info("precision %s: Keras dtype policy %s", config.precision, policy)
     return policy, strategy
