@@ -83,9 +83,9 @@ def test_knn_bank_size_is_a_fixed_seeded_subset_and_logged(tmp_path, caplog):
 def test_train_subset_of_a_streamed_folder_keeps_the_in_memory_choice(tmp_path):
     write_folder(tmp_path, 40)
     config = folder_config(tmp_path, holdout=0.0, train_subset=10)
-    held = pretrain.load_training_source(config)
+    held = pretrain.training_subset(config, pretrain.load_training_split(config))
     config.memory_budget_mb = 0.001
-    streamed = pretrain.load_training_source(config)
+    streamed = pretrain.training_subset(config, pretrain.load_training_split(config))
     assert held.arrays is not None and streamed.arrays is None
     assert streamed.num_examples == held.num_examples == 10
     images, labels = data.source_arrays(streamed)
@@ -126,7 +126,10 @@ def test_a_streamed_run_holds_no_images_while_a_held_one_holds_them_all(tmp_path
         config.memory_budget_mb = budget_mb
         tracemalloc.start()
         try:
-            kept = pretrain.load_training_source(config), pretrain.load_knn_sets(config)
+            kept = (
+                pretrain.training_subset(config, pretrain.load_training_split(config)),
+                pretrain.load_knn_sets(config),
+            )
             monitor = KNNMonitor(*kept[1], k=5)
             monitor.set_model(FakeCARL(backbone))
             monitor.measure()

@@ -99,20 +99,34 @@ def test_a_worker_resumes_in_step_with_the_chief(finished_run, tmp_path, monkeyp
 
 
 @pytest.mark.slow
-def test_folder_with_a_corrupt_file_trains_and_reports_it(tmp_path):
+def test_folder_with_damaged_files_trains_and_names_them_once(tmp_path):
+    """The training split is decoded once, for training and the kNN monitor's bank alike, so
+    each damaged file is named in one warning and the decoders' own messages stay held back."""
     rng = np.random.default_rng(0)
     for label in ("a", "b"):
         os.makedirs(tmp_path / "images" / label)
         for i in range(40):
             pixels = rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)
             Image.fromarray(pixels).save(tmp_path / "images" / label / f"{i}.png")
-    (tmp_path / "images" / "a" / "broken.jpg").write_bytes(b"not a jpeg at all")
+    # A JPEG that ends right after its start-of-scan header: libjpeg prints "Input file read
+    # error" on its own.
+    Image.fromarray(pixels).save(tmp_path / "whole.jpg")
+    whole = (tmp_path / "whole.jpg").read_bytes()
+    scan = whole.index(b"\xff\xda")
+    end = scan + 2 + int.from_bytes(whole[scan + 2 : scan + 4], "big")
+    (tmp_path / "images" / "a" / "cut.jpg").write_bytes(whole[:end])
+    (tmp_path / "images" / "b" / "broken.jpg").write_bytes(b"not a jpeg at all")
     result = train(
         *SMOKE, f"--dataset=folder:{tmp_path / 'images'}", f"--workdir={tmp_path / 'run'}",
-        "--epochs=1", "--batch_size=16", "--image_size=16", "--knn_every=0",
+        "--epochs=1", "--batch_size=16", "--image_size=16", "--holdout=0.25", "--knn_every=1",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "1" in result.stderr and "skipped" in result.stderr.lower()
+    assert "kNN top-1 of the untrained backbone" in result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "could not be decoded" in line]
+    named = " ".join(warnings)
+    assert named.count("cut.jpg") == 1 and named.count("broken.jpg") == 1, result.stderr
+    assert "JPEG" not in result.stderr.replace("cut.jpg", "").replace("broken.jpg", "")
+    assert "Input file read error" not in result.stderr
 
 
 # Each bad input: its train.py flags, the same as config fields, and a part of the message.

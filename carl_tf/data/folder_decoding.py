@@ -25,10 +25,13 @@ from carl_tf.data.resizing import resize
 if TYPE_CHECKING:
     import tensorflow as tf
 
-# What the image libraries print on their own for a damaged file (libjpeg's "Improper call to
-# JPEG library in state 201", "Premature end of JPEG file", libpng's warnings): the log names
-# the file instead.
-_DECODER_NOISE = re.compile(r"JPEG|libpng|PNG|GIF")
+# What the image libraries print on their own for a damaged file, as libjpeg's messages
+# (jerror.h: "Improper call to JPEG library in state 201", "Input file read error", "Premature
+# end of JPEG file", "Corrupt JPEG data: ...", "Bogus marker length", "Unsupported marker
+# type") and libpng's warnings: the log names the file instead.
+_DECODER_NOISE = re.compile(
+    r"JPEG|libpng|PNG|GIF|Input file read error|Premature end|Corrupt|Bogus|marker"
+)
 
 
 def decode_to_size(encoded: "tf.Tensor", size: tuple[int, int]) -> tuple["tf.Tensor", "tf.Tensor"]:

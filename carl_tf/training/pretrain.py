@@ -158,7 +158,8 @@ def _pretrain(config, workdir, overwrite, extend, progress_bar: bool) -> Pretrai
     if extensions:
         _log_extension(extensions[-1])
 
-    source = load_training_source(config)
+    whole_split = load_training_split(config)
+    source = training_subset(config, whole_split)
     train_data = training_data(config, source, strategy)
     steps_per_epoch = worker_input.steps_per_epoch(
         source.num_examples, config.batch_size, worker_input.num_input_pipelines(strategy)
@@ -179,7 +180,7 @@ def _pretrain(config, workdir, overwrite, extend, progress_bar: bool) -> Pretrai
             "method simclr: NT-Xent at temperature %g in place of CARL's objective",
             config.simclr_temperature,
         )
-    knn_sets = load_knn_sets(config)
+    knn_sets = load_knn_sets(config, loaded={config.train_split: whole_split})
     with strategy.scope():
         model = build_model(config, steps_per_epoch, extensions)
 
@@ -273,14 +274,20 @@ def training_data(config, source: data.ImageSource, strategy):
     return worker_input.per_worker_batches(strategy, config.batch_size, build)
 
 
-def load_training_source(config) -> data.ImageSource:
-    """The pretraining images, cut to a fixed seeded subset when `train_subset` asks.
+def load_training_split(config) -> data.ImageSource:
+    """The whole split the run pretrains on (`train_split`).
 
     A source held in memory (it fits `memory_budget_mb`) has its undecodable files reported
-    and dropped at load; a streamed one skips them as they are read. The subset is chosen by
-    index, so a streamed source never decodes the images it drops.
+    and dropped at load; a streamed one skips them as they are read.
     """
-    source = _load(config, config.train_split, download=config.download)
+    return _load(config, config.train_split, download=config.download)
+
+
+def training_subset(config, source: data.ImageSource) -> data.ImageSource:
+    """The pretraining images: `source` cut to a fixed seeded subset when `train_subset` asks.
+
+    The subset is chosen by index, so a streamed source never decodes the images it drops.
+    """
     if not config.train_subset or config.train_subset >= source.num_examples:
         return source
     return source.subset(_seeded_subset(source.num_examples, config.train_subset, config))
@@ -305,10 +312,12 @@ def _seeded_subset(num_examples: int, size: int, config) -> np.ndarray:
     return np.sort(rng.permutation(num_examples)[:size])
 
 
-def load_knn_sets(config):
+def load_knn_sets(config, loaded: dict[str, data.ImageSource] | None = None):
     """The kNN monitor's labelled (bank, queries), or None with the reason logged.
 
-    A source held in memory gives its arrays; a streamed one (larger than
+    `loaded` maps splits the run has already loaded (the training split, before
+    `train_subset`) to their sources: their files are not read and decoded a second time, nor
+    their damaged files reported twice. A source held in memory gives its arrays; a streamed one (larger than
     `memory_budget_mb`) a dataset the monitor reads batch by batch, holding only features.
     `knn_bank_size` cuts the bank to a fixed seeded subset.
     """
@@ -319,7 +328,7 @@ def load_knn_sets(config):
         return None
     sets = []
     for split in (config.knn_train_split, config.knn_test_split):
-        source = _load(config, split)
+        source = (loaded or {}).get(split) or _load(config, split)
         if source.num_classes is None:
             logger.info("kNN monitor skipped: %s has no labels", source.description)
             return None
