@@ -155,3 +155,24 @@ def test_few_prototypes_in_inference_mode_get_a_note():
     # The run's own collapse_fraction: 50 of 100 in use is few when it asks for 60 %.
     (note,) = _few_prototypes_note(np.arange(300) % 50, num_prototypes=100, fraction=0.6)
     assert "only 50 of 100 prototypes" in note
+
+
+def test_a_cluster_accuracy_that_is_mostly_chance_gets_a_note():
+    from carl_tf.evaluation.clustering import chance_cluster_accuracy
+    from carl_tf.evaluation.evaluate import _chance_cluster_note
+
+    labels = np.arange(40) % 4
+    # One image per prototype: majority vote is right for every image, whatever the labels.
+    assert chance_cluster_accuracy(np.arange(40), labels, 100, num_classes=4) == 100.0
+    # One cluster: majority vote answers the largest class, 25 % for any shuffle.
+    assert chance_cluster_accuracy(np.zeros(40, int), labels, 100, num_classes=4) == 25.0
+
+    # 28 prototypes drawn for 40 images, as a 3-epoch run on 404 images of 4 classes had.
+    spread = np.random.default_rng(0).integers(0, 28, 40)
+    chance = chance_cluster_accuracy(spread, labels, 100, num_classes=4)
+    (note,) = _chance_cluster_note(spread, labels, num_prototypes=100, num_classes=4)
+    assert chance > 50 and f"{chance:.2f}% with the labels shuffled" in note and "ARI" in note
+    # Eight prototypes for 4000 images: chance stays near the largest class's 25 %.
+    many = np.arange(4000) % 4
+    assert _chance_cluster_note(np.arange(4000) % 8, many, 100, 4) == []
+    assert _chance_cluster_note(spread, labels, 4, 4) == []  # one-to-one (Hungarian): no note

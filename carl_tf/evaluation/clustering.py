@@ -61,6 +61,37 @@ def cluster_accuracy(
     return 100.0 * float(correct) / len(labels)
 
 
+def chance_cluster_accuracy(
+    assignments: np.ndarray,
+    labels: np.ndarray,
+    num_clusters: int,
+    *,
+    num_classes: int | None = None,
+    shuffles: int = 20,
+    seed: int = 0,
+) -> float:
+    """`cluster_accuracy` of the same clusters with the labels shuffled: what chance scores.
+
+    Majority vote rewards small clusters: when each cluster holds an image or two, its majority
+    class is right by construction, whatever the clusters mean. The mean over `shuffles`
+    seeded permutations of the labels is that floor for these cluster sizes.
+
+    Returns:
+        Accuracy in percent.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    if num_classes is None:
+        num_classes = int(labels.max()) + 1
+    rng = np.random.default_rng(seed)
+    scores = [
+        cluster_accuracy(
+            assignments, rng.permutation(labels), num_clusters, num_classes=num_classes
+        )
+        for _ in range(shuffles)
+    ]
+    return float(np.mean(scores))
+
+
 def clustering_scores(
     assignments: np.ndarray,
     labels: np.ndarray,

@@ -19,6 +19,7 @@ import carl_tf
 from carl_tf import data
 from carl_tf.errors import RunDirectoryError, UsageError
 from carl_tf.evaluation import plots
+from carl_tf.evaluation.clustering import chance_cluster_accuracy
 from carl_tf.evaluation.linear_eval import augments_images
 from carl_tf.evaluation.loading import LoadedModel, load_model, random_backbone
 from carl_tf.evaluation.protocols import PROTOCOLS, ProtocolSettings, run_protocols
@@ -172,6 +173,9 @@ def evaluate(
     if evaluation.assignments is not None:
         fraction = (loaded.run_config or {}).get("collapse_fraction", COLLAPSE_FRACTION)
         notes += _few_prototypes_note(evaluation.assignments, loaded.num_prototypes, fraction)
+        notes += _chance_cluster_note(
+            evaluation.assignments, test[1], loaded.num_prototypes, num_classes
+        )
     notes += _small_data_notes(settings, data_settings, num_classes, len(train[1]))
     baseline_policy = None
     if baseline:
@@ -271,6 +275,31 @@ def _few_prototypes_note(
         f"{len(assignments)} test images: either the run collapsed (see prototypes_in_use in "
         "metrics.csv) or BatchNorm's moving statistics do not yet match the training batches "
         "(a short run); train longer before trusting them."
+    ]
+
+
+def _chance_cluster_note(
+    assignments: np.ndarray, labels: np.ndarray, num_prototypes: int, num_classes: int
+) -> list[str]:
+    """A note when the prototype cluster accuracy is mostly chance.
+
+    With K != classes each prototype is scored as its majority class among the test images, so
+    with many prototypes in use for few images the figure is high whatever they mean. The note
+    gives the accuracy of the same assignments with the labels shuffled, when it lies more than
+    5 points above always answering the largest class.
+    """
+    if num_prototypes == num_classes:
+        return []
+    chance = chance_cluster_accuracy(assignments, labels, num_prototypes, num_classes=num_classes)
+    largest = 100.0 * np.bincount(labels, minlength=num_classes).max() / len(labels)
+    if chance <= largest + 5.0:
+        return []
+    used = len(np.unique(assignments))
+    return [
+        f"prototype cluster acc maps each of the {used} prototypes in use to its majority class "
+        f"among {len(labels)} test images ({len(labels) / used:.1f} per prototype): the same "
+        f"assignments score {chance:.2f}% with the labels shuffled at random, so read it "
+        "against that figure, or read the ARI, which is corrected for chance."
     ]
 
 
