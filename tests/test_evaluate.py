@@ -170,6 +170,23 @@ def test_plots_are_valid_pngs_in_the_workdir(evaluations, workdir, name):
     assert 20_000 < os.path.getsize(path) < 3_000_000
 
 
+def test_prototype_heatmap_title_gives_the_share_against_shuffled_labels():
+    labels = np.arange(40) % 4
+    # One image per prototype: every image sits with its own class, and so would shuffled ones.
+    figure = plots.prototypes_vs_classes_figure(
+        np.arange(40), labels, num_prototypes=100, num_classes=4
+    )
+    assert figure.get_suptitle().endswith(
+        "100% of the images sit in a prototype whose "
+        "majority class is theirs (100% with the labels shuffled)"
+    )
+    # One prototype per class, as many as classes: no chance figure.
+    figure = plots.prototypes_vs_classes_figure(labels, labels, num_prototypes=4, num_classes=4)
+    assert figure.get_suptitle().endswith(
+        "100% of the images sit in a prototype whose majority class is theirs"
+    )
+
+
 def test_prototype_heatmap_draws_a_thousand_prototypes(tmp_path):
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 100, 5000)

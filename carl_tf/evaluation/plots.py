@@ -12,6 +12,8 @@ from matplotlib.colors import PowerNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from carl_tf.evaluation.clustering import chance_cluster_accuracy
+
 _DPI = 150
 # metrics.csv column -> panel title; the kNN panel is drawn separately, twice as wide.
 _CURVES = {
@@ -135,19 +137,42 @@ def plot_prototypes_vs_classes(
     class_names: tuple[str, ...] | None = None,
     title: str = "",
 ) -> None:
-    """Draws, for every class, the fraction of its images assigned to each prototype.
+    """Draws `prototypes_vs_classes_figure` as a PNG at `path`."""
+    figure = prototypes_vs_classes_figure(
+        assignments,
+        labels,
+        num_prototypes=num_prototypes,
+        num_classes=num_classes,
+        class_names=class_names,
+        title=title,
+    )
+    _save(figure, path)
+
+
+def prototypes_vs_classes_figure(
+    assignments: np.ndarray,
+    labels: np.ndarray,
+    *,
+    num_prototypes: int,
+    num_classes: int,
+    class_names: tuple[str, ...] | None = None,
+    title: str = "",
+) -> Figure:
+    """For every class, the fraction of its images assigned to each prototype.
 
     Columns are the prototypes that received an image, grouped by their majority class (classes
     in order, within a class the fullest prototype first), so a model whose prototypes follow
     the classes shows a block diagonal. Thin lines separate the groups. Unused prototypes are
     left out and counted in the title. Empty cells are white and the colour scale is the square
     root of the fraction up to the largest one, so a class spread thinly over many prototypes
-    (K = 1000) still shows.
+    (K = 1000) still shows. The title gives the share of images in a prototype whose majority
+    class is theirs and, with K other than the number of classes, what the same prototypes give
+    with the labels shuffled: with many prototypes for few images the share is high by
+    construction.
 
     Args:
         assignments: Argmax prototype `(N,)` of each image.
         labels: Class `(N,)` of each image.
-        path: PNG file to write.
         num_prototypes: K.
         num_classes: Number of classes C.
         class_names: Names of the C classes; their indices when None.
@@ -199,8 +224,13 @@ def plot_prototypes_vs_classes(
         f"{len(order)} of {num_prototypes} prototypes used by {len(labels)} images\n"
         f"{share:.0%} of the images sit in a prototype whose majority class is theirs"
     )
+    if num_prototypes != num_classes:  # then the share is the cluster accuracy (majority vote)
+        chance = chance_cluster_accuracy(
+            assignments, labels, num_prototypes, num_classes=num_classes
+        )
+        summary += f" ({chance:.0f}% with the labels shuffled)"
     figure.suptitle(f"{title}\n{summary}" if title else summary, fontsize=10)
-    _save(figure, path)
+    return figure
 
 
 def _column(rows: list[dict[str, str]], name: str) -> tuple[np.ndarray, np.ndarray]:
