@@ -29,13 +29,21 @@ class Method(NamedTuple):
     callbacks: Callable[..., list[keras.callbacks.Callback]]  # (config) -> callbacks
 
 
+def _encoder_arguments(config, augmenter) -> dict:
+    """The projection head and views every method's encoder is built with."""
+    return {
+        "projection_hidden_units": (config.projection_hidden_dim,)
+        * config.projection_hidden_layers,
+        "projection_dim": config.projection_dim,
+        "augmenter": augmenter,
+    }
+
+
 def _carl(config, backbone, augmenter) -> CARL:
     return CARL(
         backbone,
+        **_encoder_arguments(config, augmenter),
         num_prototypes=config.num_prototypes,
-        projection_hidden_units=(config.projection_hidden_dim,) * config.projection_hidden_layers,
-        projection_dim=config.projection_dim,
-        augmenter=augmenter,
         kl_weight=config.kl_start,
         symmetric=config.symmetric,
         small_crops=config.small_crops,
@@ -72,9 +80,7 @@ def _carl_callbacks(config) -> list[keras.callbacks.Callback]:
 def _simclr(config, backbone, augmenter) -> SimCLR:
     return SimCLR(
         backbone,
-        projection_hidden_units=(config.projection_hidden_dim,) * config.projection_hidden_layers,
-        projection_dim=config.projection_dim,
-        augmenter=augmenter,
+        **_encoder_arguments(config, augmenter),
         temperature=config.simclr_temperature,
     )
 
