@@ -53,6 +53,10 @@ def paper_recipe() -> ml_collections.ConfigDict:
     # num_prototypes), each with its own softmax, consistency and KL, averaged.
     c.target_momentum = 0.0
     c.prototype_block_size = 0
+    # The prototypes' initial spread, as a multiple of Keras's glorot-uniform (1: its own).
+    # The paper does not give its initialisation; PyTorch's nn.Linear default draws
+    # uniform(+-1/sqrt(fan_in)), 0.54 of glorot's spread for 128 -> 100 prototypes.
+    c.prototype_init_scale = 1.0
 
     # lambda_e of eq. 8: linear decay from kl_start (b) to kl_end (a) over kl_decay_epochs (E).
     c.kl_start = 4.0

@@ -314,3 +314,38 @@ def test_the_defaults_are_off_and_runs_recorded_before_them_resume():
     config.target_momentum, config.prototype_block_size = 0.99, 20
     validate_config(config)
     assert _changed_fields(recorded, config.to_dict(), []) == sorted(EXTENSIONS)
+
+
+# The prototypes' initial scale
+
+
+def test_prototype_init_scale_multiplies_the_glorot_prototypes_and_nothing_else(tmp_path):
+    keras.utils.set_random_seed(0)
+    plain = tiny_carl()
+    keras.utils.set_random_seed(0)
+    scaled = tiny_carl(prototype_init_scale=0.5)
+    # Glorot-uniform's bound sqrt(6 / (fan_in + fan_out)), for 16 -> 10 prototypes.
+    bound = np.sqrt(6.0 / (16 + 10))
+    assert np.abs(plain.prototypes.numpy()).max() <= bound
+    np.testing.assert_allclose(scaled.prototypes.numpy(), 0.5 * plain.prototypes.numpy(), rtol=1e-6)
+    for got, want in zip(scaled.backbone.weights, plain.backbone.weights):
+        np.testing.assert_array_equal(got, want)
+    path = str(tmp_path / "carl.keras")
+    scaled.save(path)
+    assert keras.saving.load_model(path).prototype_init_scale == 0.5
+
+
+def test_a_prototype_init_scale_that_cannot_train_is_refused_naming_the_field():
+    with pytest.raises(ValueError, match="prototype_init_scale"):
+        tiny_carl(prototype_init_scale=0.0)
+    config = paper_recipe()
+    config.prototype_init_scale = -1.0
+    with pytest.raises(ConfigFieldError, match="prototype_init_scale") as error:
+        validate_config(config)
+    assert error.value.field == "prototype_init_scale"
+    # A run recorded before the field existed trained with Keras's own glorot-uniform: 1.
+    config.prototype_init_scale = 1.0
+    recorded = {k: v for k, v in config.to_dict().items() if k != "prototype_init_scale"}
+    assert _changed_fields(recorded, config.to_dict(), []) == []
+    config.prototype_init_scale = 0.5
+    assert _changed_fields(recorded, config.to_dict(), []) == ["prototype_init_scale"]

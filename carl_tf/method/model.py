@@ -130,6 +130,7 @@ class CARL(TwoViewModel):
         target_momentum: float = 0.0,
         prototype_block_size: int = 0,
         partition_seed: int | None = None,
+        prototype_init_scale: float = 1.0,
         **kwargs,
     ):
         super().__init__(backbone, **kwargs)
@@ -143,6 +144,9 @@ class CARL(TwoViewModel):
         self.target_momentum = float(target_momentum)
         self.prototype_block_size = int(prototype_block_size)
         self.partition_seed = partition_seed
+        self.prototype_init_scale = float(prototype_init_scale)
+        if not self.prototype_init_scale > 0.0:
+            raise ValueError(f"prototype_init_scale must be positive, got {prototype_init_scale}")
         self._check_extensions()
         self.augmenter = augmenter if augmenter is not None else default_augmenter(backbone)
         self.small_crops = int(small_crops)
@@ -172,7 +176,11 @@ class CARL(TwoViewModel):
         )
         # The kernel's K columns are the prototypes c_k; q_i[k] = <z_i, c_k> (eq. 2).
         self.assigner = keras.layers.Dense(
-            self.num_prototypes, use_bias=False, dtype=self.dtype_policy, name="assigner"
+            self.num_prototypes,
+            use_bias=False,
+            kernel_initializer=_prototype_initializer(self.prototype_init_scale),
+            dtype=self.dtype_policy,
+            name="assigner",
         )
         # A variable, not a Python float: a float would be frozen into the traced train step.
         self.kl_weight = keras.Variable(
@@ -490,6 +498,7 @@ class CARL(TwoViewModel):
             "target_momentum": self.target_momentum,
             "prototype_block_size": self.prototype_block_size,
             "partition_seed": self.partition_seed,
+            "prototype_init_scale": self.prototype_init_scale,
         }
 
     @classmethod
@@ -531,6 +540,18 @@ class PrototypeUsage(keras.metrics.Metric):
 
     def get_config(self):
         return {**super().get_config(), "num_prototypes": self.num_prototypes}
+
+
+def _prototype_initializer(scale: float) -> keras.initializers.Initializer | str:
+    """Glorot-uniform prototypes (Keras's Dense default), with `scale` times their spread.
+
+    Glorot-uniform is VarianceScaling(1, "fan_avg", "uniform"); scaling the values by s scales
+    the variance by s squared. At 1 the initializer is Keras's own, so the prototypes are drawn
+    as they always were.
+    """
+    if scale == 1.0:
+        return "glorot_uniform"
+    return keras.initializers.VarianceScaling(scale * scale, mode="fan_avg", distribution="uniform")
 
 
 def _unit(matrix, axis):

@@ -135,6 +135,7 @@ FIELDS: dict[str, Callable[[object], str | None]] = {
     "cosine_temperature": _real(0.0),
     "target_momentum": _real(0.0, 1.0, open_high=True),
     "prototype_block_size": _integer(0),
+    "prototype_init_scale": _real(0.0, open_low=True),
     "kl_start": _real(0.0),
     "kl_end": _real(0.0),
     "kl_decay_epochs": _integer(0),
@@ -180,6 +181,7 @@ DEFAULTS_BEFORE_RECORDED = {
     "method": "carl",
     "simclr_temperature": 0.2,
     "target_temperature": 1.0,
+    "prototype_init_scale": 1.0,
     "weight_decay_mode": "decoupled",
     "weight_decay_on": "all",
 }
@@ -195,6 +197,7 @@ _CARL_OPTIONS_OFF = {
     "cosine_temperature": 0.0,
     "target_momentum": 0.0,
     "prototype_block_size": 0,
+    "prototype_init_scale": 1.0,
 }
 
 # What a run directory records beside the fields in config.json (carl_tf.run.rundir): not

@@ -54,6 +54,7 @@ def _carl(config, backbone, augmenter) -> CARL:
         cosine_temperature=config.cosine_temperature,
         target_momentum=config.target_momentum,
         prototype_block_size=config.prototype_block_size,
+        prototype_init_scale=config.prototype_init_scale,
     )
 
 
