@@ -143,6 +143,21 @@ def test_carl_options_are_refused_for_simclr_naming_the_field(field, value):
     validate_config(simclr_config())
 
 
+def test_every_option_only_carl_takes_is_refused_for_simclr_and_off_by_default():
+    """The refusal list names every CARL constructor argument a config field feeds, bar K and
+    lambda (set by every preset, unused by SimCLR) and the fields small_crops switches."""
+    import inspect
+
+    from carl_tf.method.model import CARL
+    from carl_tf.run.config import _CARL_OPTIONS_OFF, FIELDS, SWITCHED_BY
+
+    carl_only = set(inspect.signature(CARL).parameters) - set(inspect.signature(SimCLR).parameters)
+    options = (carl_only & set(FIELDS)) - {"num_prototypes"} - set(SWITCHED_BY)
+    assert options == set(_CARL_OPTIONS_OFF)
+    defaults = simclr_config()
+    assert {name: defaults[name] for name in options} == _CARL_OPTIONS_OFF
+
+
 def epochs_in(workdir):
     with open(os.path.join(workdir, "metrics.csv"), newline="") as f:
         return [int(row["epoch"]) for row in csv.DictReader(f)]
