@@ -39,6 +39,8 @@ def run_timed(script: str, *args: str) -> tuple[subprocess.CompletedProcess, flo
         ("evaluate.py", ["--linear=fast"], "--linear=fast"),
         ("evaluate.py", ["--model=x", "--knn_k=0"], "knn_k must be positive"),
         ("evaluate.py", ["--model=x", "--protocol=knn,probe"], "unknown protocol 'probe'"),
+        ("evaluate.py", ["--model=runs/none"], "no model at"),
+        ("evaluate.py", ["--model=README.md"], "neither a train.py workdir, a SavedModel nor"),
     ],
 )
 def test_a_mistake_is_one_line_before_tensorflow_loads(script, args, message):

@@ -15,6 +15,7 @@ from absl import app, flags
 from carl_tf import _entry_point
 from carl_tf.cli.common import load_keras, parse_flags, run_main
 from carl_tf.errors import UsageError
+from carl_tf.evaluation.model_path import model_kind
 from carl_tf.evaluation.settings import (
     DEFAULT_LEARNING_RATE,
     KNN_K,
@@ -132,8 +133,10 @@ def main(argv):
         raise UsageError(f"unexpected arguments {' '.join(argv[1:])}; flags look like --name=value")
     if _MODEL.value is None:
         raise UsageError("pass --model=PATH: a train.py workdir, a SavedModel or a .keras file")
-    protocol_settings(None)  # checked before TensorFlow loads: a mistake is reported at once
+    # Checked before TensorFlow loads: a mistake is reported at once.
+    protocol_settings(None)
     require_tensorflow_backend()
+    model_kind(_MODEL.value)
     load_keras()
     from carl_tf.evaluation.evaluate import evaluate
     from carl_tf.evaluation.loading import load_model

@@ -12,12 +12,11 @@ import keras
 import tensorflow as tf
 
 from carl_tf.errors import UsageError
+from carl_tf.evaluation.model_path import ACCEPTED, model_kind
 from carl_tf.method import backbones
 from carl_tf.method.base import TwoViewModel
 from carl_tf.method.model import CARL
 from carl_tf.run.rundir import RunDirectory, keras_file_problem
-
-_ACCEPTED = "pass a train.py workdir, an exported backbone SavedModel directory or a .keras file"
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -76,17 +75,12 @@ def load_model(path: str) -> LoadedModel:
         UsageError: If nothing loadable is at `path`, or the model does not take RGB images.
     """
     path = os.path.abspath(path)
-    if not os.path.exists(path):
-        raise UsageError(f"no model at {path}; {_ACCEPTED}")
-    if os.path.isdir(path) and os.path.exists(RunDirectory(path).config_path):
-        kind, run = "run", RunDirectory(path)
+    kind = model_kind(path)
+    if kind == "run":
+        run = RunDirectory(path)
         weights = _run_weights(run)
-    elif os.path.exists(os.path.join(path, "saved_model.pb")):
-        kind, run, weights = "saved_model", _enclosing_run(path), path
-    elif os.path.isfile(path) and path.endswith(".keras"):
-        kind, run, weights = "keras", _enclosing_run(path), path
     else:
-        raise UsageError(f"{path} is neither a train.py workdir, a SavedModel nor a .keras file")
+        run, weights = _enclosing_run(path), path
     backbone, assigner = (_load_saved_model if kind == "saved_model" else _load_keras)(weights)
     loaded = LoadedModel(path, weights, kind, backbone, assigner, run, _read_config(run))
     channels = loaded.backbone.input_shape[-1]
@@ -221,7 +215,7 @@ def _load_saved_model(path: str) -> tuple[keras.Model, keras.Model | None]:
 def _signature_model(loaded, name: str, preferred_output: str, path: str) -> keras.Model:
     """A Keras model calling signature `name`, with its one image input and its chosen output."""
     if name not in loaded.signatures:
-        raise UsageError(f"the SavedModel {path} has no '{name}' signature; {_ACCEPTED}")
+        raise UsageError(f"the SavedModel {path} has no '{name}' signature; {ACCEPTED}")
     function = loaded.signatures[name]
     inputs = function.structured_input_signature[1]
     outputs = function.structured_outputs
