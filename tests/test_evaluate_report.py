@@ -176,3 +176,14 @@ def test_a_cluster_accuracy_that_is_mostly_chance_gets_a_note():
     many = np.arange(4000) % 4
     assert _chance_cluster_note(np.arange(4000) % 8, many, 100, 4) == []
     assert _chance_cluster_note(spread, labels, 4, 4) == []  # one-to-one (Hungarian): no note
+
+
+def test_the_json_record_holds_figures_without_float_noise(tmp_path):
+    from carl_tf.evaluation.report import write_json
+
+    path = tmp_path / "evaluation.json"
+    # 100 * 0.5198 (a mean of 5000 hits, in percent) is 51.980000000000004 in float arithmetic.
+    write_json(str(path), {"knn_top1": 100 * 0.5198, "nested": {"x": [0.1 + 0.2, 3, None]}})
+    text = path.read_text()
+    assert '"knn_top1": 51.98,' in text and "0.30000000000000004" not in text
+    assert json.loads(text)["nested"] == {"x": [0.3, 3, None]}

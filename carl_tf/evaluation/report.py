@@ -5,7 +5,7 @@ import os
 
 from carl_tf.errors import RunDirectoryError
 from carl_tf.evaluation.protocols import SMALL_K, ProtocolSettings
-from carl_tf.run.rundir import write_atomically
+from carl_tf.run.rundir import round_figure, write_atomically
 
 # Figures in table order; those ending in _top1, _top5 or _acc are percentages.
 FIGURES = (
@@ -98,7 +98,19 @@ def write_json(path: str, record: dict) -> None:
         raise RunDirectoryError(
             f"cannot write to {path}: {error.strerror or error}", fix, fields=("output",)
         ) from error
-    write_atomically(path, json.dumps(record, indent=2) + "\n", elsewhere=(fix, "output"))
+    text = json.dumps(_rounded(record), indent=2) + "\n"
+    write_atomically(path, text, elsewhere=(fix, "output"))
+
+
+def _rounded(value):
+    """`value` with every float in it through `round_figure`: 51.98, not 51.980000000000004."""
+    if isinstance(value, float):
+        return round_figure(value)
+    if isinstance(value, dict):
+        return {key: _rounded(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_rounded(item) for item in value]
+    return value
 
 
 def _format(name: str, value: float | None) -> str:

@@ -307,10 +307,15 @@ class RunDirectory:
         write_atomically(self.metrics_path, text.getvalue())
 
 
+def round_figure(value: float) -> float:
+    """`value` at 7 significant digits, float32's precision, which every figure carl_tf records
+    has at most: 27.5, not the 27.500000000000004 of its float arithmetic."""
+    return float(f"{value:.7g}")
+
+
 def _figure(value):
-    """A float at 7 significant digits, float32's precision, which every figure here has at
-    most: 27.5, not the 27.500000000000004 of its float arithmetic. Other values as they are."""
-    return f"{value:.7g}" if isinstance(value, float) else value
+    """A metrics.csv cell: a float through `round_figure`, other values as they are."""
+    return repr(round_figure(value)) if isinstance(value, float) else value
 
 
 # Fields a run may change when it resumes: what the machine has, not what the run does.
