@@ -307,15 +307,19 @@ class RunDirectory:
         write_atomically(self.metrics_path, text.getvalue())
 
 
+# 7 significant digits, float32's precision, which every figure carl_tf records has at most:
+# 27.5, not the 27.500000000000004 of its float arithmetic.
+_FIGURE_FORMAT = ".7g"
+
+
 def round_figure(value: float) -> float:
-    """`value` at 7 significant digits, float32's precision, which every figure carl_tf records
-    has at most: 27.5, not the 27.500000000000004 of its float arithmetic."""
-    return float(f"{value:.7g}")
+    """`value` at float32's precision (`_FIGURE_FORMAT`), as evaluation.json records it."""
+    return float(format(value, _FIGURE_FORMAT))
 
 
 def _figure(value):
-    """A metrics.csv cell: a float through `round_figure`, other values as they are."""
-    return repr(round_figure(value)) if isinstance(value, float) else value
+    """A metrics.csv cell: a float at float32's precision (2, 27.5), other values as they are."""
+    return format(value, _FIGURE_FORMAT) if isinstance(value, float) else value
 
 
 # Fields a run may change when it resumes: what the machine has, not what the run does.
