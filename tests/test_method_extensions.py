@@ -336,8 +336,9 @@ def test_prototype_init_scale_multiplies_the_glorot_prototypes_and_nothing_else(
 
 
 def test_a_prototype_init_scale_that_cannot_train_is_refused_naming_the_field():
-    with pytest.raises(ValueError, match="prototype_init_scale"):
-        tiny_carl(prototype_init_scale=0.0)
+    for scale in (0.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="prototype_init_scale"):
+            tiny_carl(prototype_init_scale=scale)
     config = paper_recipe()
     config.prototype_init_scale = -1.0
     with pytest.raises(ConfigFieldError, match="prototype_init_scale") as error:

@@ -7,6 +7,7 @@ prototypes, eq. 2), the view maker (`carl_tf.method.augment`) and the pure loss 
 `carl_tf.method.base.TwoViewModel`'s.
 """
 
+import math
 from collections.abc import Sequence
 
 import keras
@@ -145,8 +146,10 @@ class CARL(TwoViewModel):
         self.prototype_block_size = int(prototype_block_size)
         self.partition_seed = partition_seed
         self.prototype_init_scale = float(prototype_init_scale)
-        if not self.prototype_init_scale > 0.0:
-            raise ValueError(f"prototype_init_scale must be positive, got {prototype_init_scale}")
+        if not 0.0 < self.prototype_init_scale < math.inf:
+            raise ValueError(
+                f"prototype_init_scale must be positive and finite, got {prototype_init_scale}"
+            )
         self._check_extensions()
         self.augmenter = augmenter if augmenter is not None else default_augmenter(backbone)
         self.small_crops = int(small_crops)

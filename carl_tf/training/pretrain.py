@@ -317,8 +317,9 @@ def load_knn_sets(config, loaded: dict[str, data.ImageSource] | None = None):
 
     `loaded` maps splits the run has already loaded (the training split, before
     `train_subset`) to their sources: their files are not read and decoded a second time, nor
-    their damaged files reported twice. A source held in memory gives its arrays; a streamed one (larger than
-    `memory_budget_mb`) a dataset the monitor reads batch by batch, holding only features.
+    their damaged files reported twice. A source held in memory gives its arrays; a streamed
+    one (larger than `memory_budget_mb`) a dataset the monitor reads batch by batch, holding
+    only features.
     `knn_bank_size` cuts the bank to a fixed seeded subset.
     """
     if not config.knn_every:
@@ -328,7 +329,7 @@ def load_knn_sets(config, loaded: dict[str, data.ImageSource] | None = None):
         return None
     sets = []
     for split in (config.knn_train_split, config.knn_test_split):
-        source = (loaded or {}).get(split) or _load(config, split)
+        source = loaded[split] if loaded and split in loaded else _load(config, split)
         if source.num_classes is None:
             logger.info("kNN monitor skipped: %s has no labels", source.description)
             return None
